@@ -1,0 +1,44 @@
+"""threadstore: conversation threads for MCP servers and LLM applications that outlive a call,
+a process, a restart or a machine. Memory, SQLite and Redis backends behind one contract."""
+
+from __future__ import annotations
+
+from ._config import Settings, load_settings
+from ._errors import (
+    ConfigError,
+    CorruptData,
+    InvalidInput,
+    InvalidThreadId,
+    StorageUnavailable,
+    ThreadFull,
+    ThreadNotFound,
+    ThreadstoreError,
+    WrongType,
+)
+from ._factory import get_storage_backend, open_storage, reset_storage_backend
+from ._memory import MemoryStorage
+from ._storage import APPEND_FULL, APPEND_MISSING, Storage
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "APPEND_FULL",
+    "APPEND_MISSING",
+    "ConfigError",
+    "CorruptData",
+    "InvalidInput",
+    "InvalidThreadId",
+    "MemoryStorage",
+    "Settings",
+    "Storage",
+    "StorageUnavailable",
+    "ThreadFull",
+    "ThreadNotFound",
+    "ThreadstoreError",
+    "WrongType",
+    "__version__",
+    "get_storage_backend",
+    "load_settings",
+    "open_storage",
+    "reset_storage_backend",
+]

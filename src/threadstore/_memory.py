@@ -1,0 +1,456 @@
+"""The in-process backend (``memory://``): a dict under one short lock, bounded, with lazy and
+incremental expiry.
+
+Layout. ``_data`` maps key -> (value, expires_at, size): value is a ``str`` or a ``list`` of str,
+expires_at is on the monotonic clock (a wall-clock jump neither expires nor revives a key), size
+is the bytes held by key and value. Every live key is also filed in exactly one one-second expiry
+bucket, ``_buckets[expires_at // 1]`` (a set), and ``_due`` is a heap of the bucket numbers in
+use. A bucket whose whole time span has passed holds nothing but expired keys, so the sweeper
+and the writers can drop them a few at a time without looking at any live key; no step
+ever walks the keyspace while holding the lock.
+
+Eviction. When a write would pass ``max_keys`` or ``max_bytes``, the keys closest to expiry go
+first (Redis' ``volatile-ttl``): the earliest bucket is popped. Since every turn refreshes its
+thread's TTL, those are the threads idle the longest, and expired-but-unswept keys always go
+before any live one. It costs O(1) per evicted key and nothing on reads (an LRU would add work to
+every ``get``).
+"""
+
+from __future__ import annotations
+
+import heapq
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ._config import DEFAULT_NAMESPACE
+from ._errors import InvalidInput, StorageUnavailable, WrongType
+from ._storage import (
+    APPEND_FULL,
+    APPEND_MISSING,
+    MAX_KEY_LENGTH,
+    AsyncOps,
+    Inline,
+    Storage,
+    check_key,
+    check_max_items,
+    check_prefix,
+    check_ttl,
+    check_value,
+)
+
+DEFAULT_MAX_KEYS = 1_000_000
+DEFAULT_MAX_BYTES = 1 << 30  # 1 GiB of keys and values, as measured by sys.getsizeof
+SWEEP_BATCH = 64  # keys dropped per lock hold by the sweeper (tens of microseconds)
+WRITE_SWEEP = 4  # keys a write drops on the side when a bucket is due
+_ITEM_OVERHEAD = 8  # one list slot per list item
+
+_sizeof = sys.getsizeof
+_ASCII_HEADER = sys.getsizeof("")
+_TWO_HEADERS = 2 * _ASCII_HEADER
+_LIST_HEADER = sys.getsizeof([None])
+_NUMBERS = frozenset((int, float))
+
+
+Entry = tuple["str | list[str]", float, int]
+"""(value, expires_at, bytes held by key and value)."""
+
+
+def _str_size(s: str) -> int:
+    """Bytes a str occupies: exact for ASCII (the common case) without a sys.getsizeof call."""
+    return len(s) + _ASCII_HEADER if s.isascii() else _sizeof(s)
+
+
+class MemoryStorage(Storage):
+    """Thread-safe, bounded, in-process store. One process only; lost on exit."""
+
+    kind = "memory"
+
+    def __init__(
+        self,
+        *,
+        max_keys: int = DEFAULT_MAX_KEYS,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        sweeper: bool = True,
+        sweep_interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        namespace: str = DEFAULT_NAMESPACE,
+    ) -> None:
+        if type(max_keys) is not int or max_keys < 1:
+            raise InvalidInput(f"max_keys must be a positive int, got {max_keys!r}")
+        if type(max_bytes) is not int or max_bytes < 64 * 1024:
+            raise InvalidInput(f"max_bytes must be an int of at least 65536, got {max_bytes!r}")
+        self.namespace = namespace
+        self._max_keys = max_keys
+        self._max_bytes = max_bytes
+        self._max_value_bytes = max_bytes - MAX_KEY_LENGTH - _ASCII_HEADER
+        self._good_ttl: object = None
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._data: dict[str, Entry] = {}
+        self._buckets: dict[float, set[str]] = {}
+        self._due: list[float] = []  # heap of bucket numbers (whole seconds)
+        self._bytes = 0
+        self._hits = self._misses = self._expired = self._evicted = 0
+        self._closed = False
+        self._stop = threading.Event()
+        self._sweeper: threading.Thread | None = None
+        if sweeper:
+            self._sweeper = threading.Thread(
+                target=_sweep_forever,
+                args=(weakref.ref(self), self._stop, float(sweep_interval)),
+                name="threadstore-memory-sweeper",
+                daemon=True,
+            )
+            self._sweeper.start()
+
+    @property
+    def url(self) -> str:
+        return "memory://"
+
+    @property
+    def aio(self) -> AsyncOps:
+        # Every call is a few microseconds under a lock never held for more than constant work.
+        return Inline(self)
+
+    # -- internals (call with the lock held) ----------------------------------------------------
+    def _file(self, key: str, expires_at: float) -> None:
+        b = expires_at // 1.0
+        bucket = self._buckets.get(b)
+        if bucket is None:
+            self._buckets[b] = {key}
+            heapq.heappush(self._due, b)
+        else:
+            bucket.add(key)
+
+    def _unfile(self, key: str, expires_at: float) -> None:
+        bucket = self._buckets.get(expires_at // 1.0)
+        if bucket is not None:
+            bucket.discard(key)  # an emptied bucket is dropped when it reaches the heap's top
+
+    def _drop(self, key: str, entry: Entry) -> None:
+        del self._data[key]
+        self._unfile(key, entry[1])
+        self._bytes -= entry[2]
+
+    def _sweep(self, now: float, budget: int) -> bool:
+        """Drop up to ``budget`` expired keys from fully past buckets; True if more are due."""
+        due, buckets, data = self._due, self._buckets, self._data
+        limit = now // 1.0  # buckets below this one have entirely passed
+        while due and due[0] < limit:
+            bucket = buckets[due[0]]
+            while bucket:
+                if budget <= 0:
+                    return True
+                self._bytes -= data.pop(bucket.pop())[2]
+                self._expired += 1
+                budget -= 1
+            del buckets[heapq.heappop(due)]
+        return False
+
+    def _evict_one(self, now: float) -> bool:
+        due, buckets = self._due, self._buckets
+        while due:
+            bucket = buckets[due[0]]
+            if bucket:
+                _, expires_at, size = self._data.pop(bucket.pop())
+                self._bytes -= size
+                if expires_at <= now:
+                    self._expired += 1
+                else:
+                    self._evicted += 1
+                return True
+            del buckets[heapq.heappop(due)]
+        return False
+
+    def _make_room(self, now: float, new_keys: int, new_bytes: int) -> None:
+        data = self._data
+        while (
+            len(data) + new_keys > self._max_keys or self._bytes + new_bytes > self._max_bytes
+        ) and self._evict_one(now):
+            pass
+
+    def _live(self, key: str, now: float) -> Entry | None:
+        entry = self._data.get(key)
+        if entry is not None and entry[1] <= now:
+            self._drop(key, entry)
+            self._expired += 1
+            return None
+        return entry
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageUnavailable("the memory store is closed")
+
+    # -- strings --------------------------------------------------------------------------------
+    # get and set_with_ttl are the hot paths: kept to the bare minimum of bytecode, with explicit
+    # acquire/release (cheaper than ``with`` on CPython 3.11) and nothing but O(1) work inside.
+
+    def get(self, key: str) -> str | None:
+        lock = self._lock
+        lock.acquire()
+        try:
+            entry = self._data.get(key)
+            if entry is not None:
+                if entry[1] > self._clock():
+                    value = entry[0]
+                    if type(value) is str:
+                        self._hits += 1
+                        return value
+                    raise WrongType(f"key {key!r} holds a list, not a string")
+                self._drop(key, entry)
+                self._expired += 1
+            elif self._closed:
+                self._check_open()
+            self._misses += 1
+        except TypeError:  # an unhashable key; check_key below says what is wrong
+            pass
+        finally:
+            lock.release()
+        # Only str keys are ever stored, so a key of another type is rejected on the miss path.
+        check_key(key)
+        return None
+
+    def set_with_ttl(self, key: str, ttl_seconds: float, value: str) -> None:
+        if type(value) is not str:
+            check_value(value)
+        ttl = ttl_seconds if ttl_seconds is self._good_ttl else self._check_ttl(ttl_seconds)
+        # Values are counted exactly (ASCII without a sys.getsizeof call), keys by length.
+        size = _ASCII_HEADER + (len(value) + _ASCII_HEADER if value.isascii() else _sizeof(value))
+        if size > self._max_value_bytes:
+            self._refuse(size)
+        lock = self._lock
+        lock.acquire()
+        try:
+            now = self._clock()  # raises StorageUnavailable once closed
+            old = self._data.get(key)
+            if old is None:
+                self._insert(key, value, now, now + ttl, size)
+                return
+            # Overwriting a stored (hence valid) key: in place, no dict delete/insert churn.
+            size += len(key)
+            expires_at = now + ttl
+            if old[1] // 1.0 != expires_at // 1.0:
+                self._buckets[old[1] // 1.0].discard(key)
+                self._file(key, expires_at)
+            self._data[key] = (value, expires_at, size)
+            self._bytes += size - old[2]
+            if self._bytes > self._max_bytes:
+                self._unfile(key, expires_at)  # out of eviction's reach while room is made
+                self._make_room(now, 0, 0)
+                self._file(key, expires_at)
+        except TypeError:  # an unhashable key
+            check_key(key)
+            raise
+        finally:
+            lock.release()
+
+    def _check_ttl(self, ttl_seconds: object) -> float:
+        ttl = check_ttl(ttl_seconds)
+        self._good_ttl = ttl_seconds  # the next call with this very object skips the checks
+        return ttl
+
+    def _refuse(self, size: int) -> None:
+        raise InvalidInput(
+            f"value of {size} bytes is larger than the store allows"
+            f" ({self._max_value_bytes} bytes: max_bytes less the longest key)"
+        )
+
+    def _insert(self, key: str, value: str, now: float, expires_at: float, size: int) -> None:
+        """set_with_ttl of a key not stored yet: validate it, make room, file it, sweep a bit."""
+        check_key(key)
+        size += len(key)
+        if len(self._data) >= self._max_keys or self._bytes + size > self._max_bytes:
+            self._make_room(now, 1, size)
+        self._data[key] = (value, expires_at, size)
+        self._file(key, expires_at)
+        self._bytes += size
+        if self._due[0] < now - 1.0:
+            self._sweep(now, WRITE_SWEEP)
+
+    def delete(self, key: str) -> bool:
+        check_key(key)
+        with self._lock:
+            self._check_open()
+            entry = self._live(key, self._clock())
+            if entry is None:
+                return False
+            self._drop(key, entry)
+            return True
+
+    def exists(self, key: str) -> bool:
+        check_key(key)
+        with self._lock:
+            self._check_open()
+            return self._live(key, self._clock()) is not None
+
+    def ttl(self, key: str) -> float | None:
+        check_key(key)
+        with self._lock:
+            self._check_open()
+            now = self._clock()
+            entry = self._live(key, now)
+            return None if entry is None else entry[1] - now
+
+    def expire(self, key: str, ttl_seconds: float) -> bool:
+        check_key(key)
+        ttl = check_ttl(ttl_seconds)
+        with self._lock:
+            self._check_open()
+            now = self._clock()
+            entry = self._live(key, now)
+            if entry is None:
+                return False
+            self._unfile(key, entry[1])
+            self._data[key] = (entry[0], now + ttl, entry[2])
+            self._file(key, now + ttl)
+            return True
+
+    def scan(self, prefix: str = "") -> Iterator[str]:
+        check_prefix(prefix)
+        with self._lock:
+            self._check_open()
+            keys = [k for k in self._data if k.startswith(prefix)] if prefix else list(self._data)
+        for key in keys:
+            entry = self._data.get(key)
+            if entry is not None and entry[1] > self._clock():
+                yield key
+
+    # -- lists ----------------------------------------------------------------------------------
+    def list_create(self, key: str, ttl_seconds: float, first: str) -> bool:
+        check_key(key)
+        check_value(first, "first")
+        ttl = check_ttl(ttl_seconds)
+        size = _str_size(key) + _LIST_HEADER + _str_size(first) + _ITEM_OVERHEAD
+        if size > self._max_bytes:
+            raise InvalidInput(f"item of {size} bytes is larger than the store's max_bytes")
+        with self._lock:
+            self._check_open()
+            now = self._clock()
+            if self._live(key, now) is not None:
+                return False
+            self._make_room(now, 1, size)
+            self._data[key] = ([first], now + ttl, size)
+            self._file(key, now + ttl)
+            self._bytes += size
+            return True
+
+    def list_append(self, key: str, value: str, *, max_items: int, ttl_seconds: float) -> int:
+        check_key(key)
+        check_value(value)
+        check_max_items(max_items)
+        ttl = check_ttl(ttl_seconds)
+        size = _str_size(value) + _ITEM_OVERHEAD
+        with self._lock:
+            self._check_open()
+            now = self._clock()
+            entry = self._live(key, now)
+            if entry is None:
+                return APPEND_MISSING
+            items, expires_at, held = entry
+            if type(items) is not list:
+                raise WrongType(f"key {key!r} holds a string, not a list")
+            if len(items) >= max_items:
+                return APPEND_FULL
+            if held + size > self._max_bytes:
+                raise InvalidInput(f"list {key!r} would grow past the store's max_bytes")
+            self._unfile(key, expires_at)  # out of eviction's reach while room is made
+            self._make_room(now, 0, size)
+            items.append(value)
+            self._bytes += size
+            self._data[key] = (items, now + ttl, held + size)
+            self._file(key, now + ttl)
+            return len(items)
+
+    def list_range(self, key: str, start: int = 0, stop: int | None = None) -> list[str]:
+        check_key(key)
+        if (
+            type(start) is not int
+            or start < 0
+            or (stop is not None and (type(stop) is not int or stop < 0))
+        ):
+            raise InvalidInput(f"start and stop must be non-negative ints, got {start!r}, {stop!r}")
+        with self._lock:
+            self._check_open()
+            entry = self._live(key, self._clock())
+            if entry is None:
+                self._misses += 1
+                return []
+            items = entry[0]
+            if type(items) is not list:
+                raise WrongType(f"key {key!r} holds a string, not a list")
+            self._hits += 1
+            return items[start:stop]
+
+    def list_length(self, key: str) -> int:
+        check_key(key)
+        with self._lock:
+            self._check_open()
+            entry = self._live(key, self._clock())
+            if entry is None:
+                return 0
+            if type(entry[0]) is not list:
+                raise WrongType(f"key {key!r} holds a string, not a list")
+            return len(entry[0])
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def sweep(self, budget: int = SWEEP_BATCH) -> bool:
+        """Drop up to ``budget`` expired keys now; True if more are waiting. Used by the sweeper."""
+        with self._lock:
+            return not self._closed and self._sweep(self._clock(), budget)
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "backend": self.kind,
+                "url": self.url,
+                "keys": len(self._data),
+                "bytes": self._bytes,
+                "max_keys": self._max_keys,
+                "max_bytes": self._max_bytes,
+                "hits": self._hits,
+                "misses": self._misses,
+                "expired": self._expired,
+                "evicted": self._evicted,
+                "sweeper": self._sweeper is not None and self._sweeper.is_alive(),
+            }
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._clock = _closed_clock  # every later operation raises StorageUnavailable
+            self._data.clear()
+            self._buckets.clear()
+            self._due.clear()
+            self._bytes = 0
+        self._stop.set()
+        sweeper = self._sweeper
+        if sweeper is not None and sweeper is not threading.current_thread():
+            sweeper.join(timeout=5)
+
+
+def _closed_clock() -> float:
+    raise StorageUnavailable("the memory store is closed")
+
+
+def _sweep_forever(
+    ref: weakref.ReferenceType[MemoryStorage], stop: threading.Event, interval: float
+) -> None:
+    """The background sweeper: every ``interval`` seconds, drop due keys in small batches.
+
+    It holds only a weak reference between passes, so a store nobody uses can be collected.
+    """
+    while not stop.wait(interval):
+        store = ref()
+        if store is None:
+            return
+        try:
+            while store.sweep(SWEEP_BATCH) and not stop.is_set():
+                time.sleep(0)  # let readers take the GIL between batches
+        finally:
+            del store

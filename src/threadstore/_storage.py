@@ -1,0 +1,219 @@
+"""The backend contract: strings and append-only capped lists, every key with a TTL.
+
+A backend knows nothing about threads. Each key holds a string or a list of strings and has an
+expiry; every operation is atomic on its own. The answers mirror Redis' GET/SET PX/DEL/EXISTS/
+PTTL/PEXPIRE/SCAN. Argument checking lives here as plain functions so every backend rejects the
+same inputs with the same messages before touching its store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Any, ClassVar, Protocol
+
+from ._errors import InvalidInput
+
+MAX_KEY_LENGTH = 1024
+"""Longest key accepted, in characters (namespace prefix not counted)."""
+MAX_TTL_SECONDS = 10 * 365 * 24 * 3600.0
+"""Longest TTL accepted: ten years."""
+MIN_TTL_SECONDS = 0.001
+"""TTLs have millisecond precision; anything shorter is rejected rather than rounded to zero."""
+
+APPEND_MISSING = 0
+"""list_append result: the key does not exist (or expired); nothing was appended."""
+APPEND_FULL = -1
+"""list_append result: the list already holds max_items items; nothing was appended."""
+
+
+def check_key(key: object) -> str:
+    if type(key) is not str:
+        raise InvalidInput(f"key must be a str, got {type(key).__name__}")
+    if not key or len(key) > MAX_KEY_LENGTH or "\x00" in key:
+        if not key:
+            raise InvalidInput("key must not be empty")
+        if "\x00" in key:
+            raise InvalidInput("key must not contain NUL characters")
+        raise InvalidInput(f"key is {len(key)} characters long; the maximum is {MAX_KEY_LENGTH}")
+    return key
+
+
+def check_value(value: object, what: str = "value") -> str:
+    if type(value) is not str:
+        raise InvalidInput(f"{what} must be a str, got {type(value).__name__}")
+    return value
+
+
+def check_ttl(ttl_seconds: object) -> float:
+    """Validate a TTL in seconds (int or float, finite, 1 ms to 10 years) and return it as float."""
+    if type(ttl_seconds) is float or type(ttl_seconds) is int:
+        ttl = float(ttl_seconds)
+        if MIN_TTL_SECONDS <= ttl <= MAX_TTL_SECONDS:
+            return ttl
+        if math.isnan(ttl):
+            raise InvalidInput("ttl_seconds must be a number, got NaN")
+        raise InvalidInput(
+            f"ttl_seconds must be between {MIN_TTL_SECONDS} and {MAX_TTL_SECONDS:.0f}, got {ttl!r}"
+        )
+    raise InvalidInput(f"ttl_seconds must be an int or float, got {type(ttl_seconds).__name__}")
+
+
+def ttl_ms(ttl_seconds: object) -> int:
+    """A validated TTL as whole milliseconds (at least 1)."""
+    return max(1, round(check_ttl(ttl_seconds) * 1000))
+
+
+def check_max_items(max_items: object) -> int:
+    if type(max_items) is not int or max_items < 1:
+        raise InvalidInput(f"max_items must be a positive int, got {max_items!r}")
+    return max_items
+
+
+def check_prefix(prefix: object) -> str:
+    if type(prefix) is not str:
+        raise InvalidInput(f"prefix must be a str, got {type(prefix).__name__}")
+    if "\x00" in prefix:
+        raise InvalidInput("prefix must not contain NUL characters")
+    return prefix
+
+
+class Storage(ABC):
+    """What every backend implements. See DESIGN.md, "The backend contract"."""
+
+    kind: ClassVar[str]
+    """Short backend name: "memory", "sqlite" or "redis"."""
+
+    namespace: str
+    """Key prefix: two namespaces on one server or file never see each other's keys."""
+
+    @property
+    @abstractmethod
+    def url(self) -> str:
+        """The backend's URL with any password redacted (safe to print)."""
+
+    # -- strings -------------------------------------------------------------------------------
+    @abstractmethod
+    def get(self, key: str) -> str | None:
+        """The string at ``key``, or None when it is missing or expired."""
+
+    @abstractmethod
+    def set_with_ttl(self, key: str, ttl_seconds: float, value: str) -> None:
+        """Store ``value`` at ``key`` (replacing any string or list) for ``ttl_seconds``."""
+
+    def setex(self, key: str, ttl_seconds: float, value: str) -> None:
+        """Alias of set_with_ttl, as in the seed module and Redis' SETEX."""
+        self.set_with_ttl(key, ttl_seconds, value)
+
+    @abstractmethod
+    def delete(self, key: str) -> bool:
+        """Remove ``key``; True when a live key was removed."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool:
+        """True when ``key`` holds a live string or list."""
+
+    @abstractmethod
+    def ttl(self, key: str) -> float | None:
+        """Seconds left before ``key`` expires; None when it is missing or expired."""
+
+    @abstractmethod
+    def expire(self, key: str, ttl_seconds: float) -> bool:
+        """Set a new TTL on a live key; False when it is missing."""
+
+    @abstractmethod
+    def scan(self, prefix: str = "") -> Iterator[str]:
+        """Live keys starting with ``prefix`` (namespace not included), in no particular order."""
+
+    # -- lists ---------------------------------------------------------------------------------
+    @abstractmethod
+    def list_create(self, key: str, ttl_seconds: float, first: str) -> bool:
+        """Create a list holding ``first`` if ``key`` is free; False (nothing changed) otherwise."""
+
+    @abstractmethod
+    def list_append(self, key: str, value: str, *, max_items: int, ttl_seconds: float) -> int:
+        """Append to an existing list and refresh its TTL, atomically, in O(1).
+
+        Returns the new length; APPEND_MISSING (0) when the list does not exist, APPEND_FULL (-1)
+        when it already holds ``max_items`` items. In both cases nothing changed.
+        """
+
+    @abstractmethod
+    def list_range(self, key: str, start: int = 0, stop: int | None = None) -> list[str]:
+        """Items ``start`` to ``stop`` (Python slice semantics, non-negative) of a list.
+
+        An empty list when the key is missing or expired; lists are never empty otherwise.
+        """
+
+    @abstractmethod
+    def list_length(self, key: str) -> int:
+        """Number of items in the list at ``key``; 0 when missing or expired."""
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    @abstractmethod
+    def stats(self) -> dict[str, Any]:
+        """Counters and facts about the store, safe to print (no secrets)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections and threads. Idempotent."""
+
+    def shutdown(self) -> None:
+        """Alias of close(), as in the seed module."""
+        self.close()
+
+    @property
+    def aio(self) -> AsyncOps:
+        """How the async facade reaches this store. Default: each call in a worker thread."""
+        return ThreadOffload(self)
+
+    def __enter__(self) -> Storage:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.url} namespace={self.namespace!r}>"
+
+
+class AsyncOps(Protocol):
+    """The async side of a store: run one contract method by name and await its result."""
+
+    async def call(self, method: str, /, *args: Any, **kwargs: Any) -> Any: ...
+
+
+class ThreadOffload:
+    """Runs each contract call in a worker thread so the event loop never blocks on I/O."""
+
+    __slots__ = ("_storage",)
+
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+
+    async def call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
+        fn = getattr(self._storage, method)
+        if method == "scan":
+            return await asyncio.to_thread(lambda: list(fn(*args, **kwargs)))
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+class Inline:
+    """For stores whose every call is a few microseconds of CPU: call directly on the loop."""
+
+    __slots__ = ("_storage",)
+
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+
+    async def call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
+        result = getattr(self._storage, method)(*args, **kwargs)
+        return list(result) if method == "scan" else result

@@ -1,0 +1,67 @@
+"""Shared fixtures. A real redis-server is started by the tests themselves on a free loopback
+port. Without the binary the Redis tests are skipped with the reason shown, unless
+THREADSTORE_REQUIRE_REDIS=1 (set by CI), which turns that skip into a failure."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+from redis_server import RedisServer, redis_binary
+
+import threadstore
+
+
+def _need_redis() -> None:
+    if redis_binary() is None:
+        reason = "redis-server not installed (apt-get install redis-server)"
+        if os.environ.get("THREADSTORE_REQUIRE_REDIS") == "1":
+            pytest.fail(f"THREADSTORE_REQUIRE_REDIS=1 but {reason}")
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One server for the whole run; tests that stop or pause a server use their own."""
+    _need_redis()
+    server = RedisServer().start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The shared server, emptied before the test."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    return redis_server.url
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A private server that the test may stop, restart or pause."""
+    _need_redis()
+    server = RedisServer().start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test starts with no threadstore settings and no singleton."""
+    for var in (
+        "THREADSTORE_URL",
+        "REDIS_URL",
+        "CONVERSATION_TIMEOUT_HOURS",
+        "MAX_CONVERSATION_TURNS",
+        "THREADSTORE_NAMESPACE",
+        "THREADSTORE_FALLBACK",
+        "THREADSTORE_AUTH_TOKEN",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    yield
+    threadstore.reset_storage_backend()

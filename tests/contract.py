@@ -1,0 +1,346 @@
+"""The backend contract as one test class. Every backend's tests subclass StorageContract and
+provide a ``store`` fixture; nothing here knows which backend it is talking to."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from threadstore import (
+    APPEND_FULL,
+    APPEND_MISSING,
+    InvalidInput,
+    Storage,
+    StorageUnavailable,
+    WrongType,
+)
+
+BAD_KEYS = [None, 1, 1.5, b"bytes", ("t",), "", "a\x00b", "k" * 1025]
+BAD_TTLS = [0, -1, -0.5, 0.0, math.nan, math.inf, -math.inf, "10", None, True, 10**12, 0.0001]
+BAD_VALUES = [None, 1, b"bytes", ["list"], {"d": 1}]
+
+
+class StorageContract:
+    """Subclass me and override the ``store`` fixture."""
+
+    @pytest.fixture
+    def store(self) -> Iterator[Storage]:
+        raise NotImplementedError("subclasses provide a store fixture")
+
+    # -- strings ------------------------------------------------------------------------------
+    def test_get_missing_is_none(self, store: Storage) -> None:
+        assert store.get("nope") is None
+
+    def test_set_then_get(self, store: Storage) -> None:
+        store.set_with_ttl("k", 60, "v")
+        assert store.get("k") == "v"
+
+    def test_seed_api_setex_get_shutdown(self, store: Storage) -> None:
+        store.setex("thread:1", 3600, '{"turns": []}')
+        assert store.get("thread:1") == '{"turns": []}'
+        store.set_with_ttl("thread:2", 1.5, "x")
+        assert store.get("thread:2") == "x"
+
+    @pytest.mark.parametrize(
+        "value",
+        ["", "plain", "ünïcødé ✓ 🧵", "line\nbreak\ttab", "\x00inside", "x" * 1_000_000],
+        ids=["empty", "plain", "unicode", "controls", "nul", "1MB"],
+    )
+    def test_values_round_trip_exactly(self, store: Storage, value: str) -> None:
+        store.set_with_ttl("k", 60, value)
+        assert store.get("k") == value
+
+    @pytest.mark.parametrize("key", ["a", "thread:1", "ключ/🔑", "with space", "k" * 1024])
+    def test_keys_round_trip(self, store: Storage, key: str) -> None:
+        store.set_with_ttl(key, 60, "v")
+        assert store.get(key) == "v"
+        assert key in set(store.scan())
+
+    def test_overwrite_replaces_value_and_ttl(self, store: Storage) -> None:
+        store.set_with_ttl("k", 1000, "one")
+        store.set_with_ttl("k", 10, "two")
+        assert store.get("k") == "two"
+        left = store.ttl("k")
+        assert left is not None and 5 < left <= 10
+
+    def test_set_replaces_a_list(self, store: Storage) -> None:
+        assert store.list_create("k", 60, "meta")
+        store.set_with_ttl("k", 60, "now a string")
+        assert store.get("k") == "now a string"
+
+    def test_delete(self, store: Storage) -> None:
+        store.set_with_ttl("k", 60, "v")
+        assert store.delete("k") is True
+        assert store.get("k") is None
+        assert store.delete("k") is False
+        assert store.list_create("l", 60, "m")
+        assert store.delete("l") is True
+        assert store.list_range("l") == []
+
+    def test_exists(self, store: Storage) -> None:
+        assert store.exists("k") is False
+        store.set_with_ttl("k", 60, "v")
+        assert store.exists("k") is True
+        store.list_create("l", 60, "m")
+        assert store.exists("l") is True
+
+    def test_ttl(self, store: Storage) -> None:
+        assert store.ttl("k") is None
+        store.set_with_ttl("k", 100, "v")
+        left = store.ttl("k")
+        assert isinstance(left, float)
+        assert 95 < left <= 100
+
+    def test_ttl_has_millisecond_precision(self, store: Storage) -> None:
+        store.set_with_ttl("k", 2.5, "v")
+        left = store.ttl("k")
+        assert left is not None and 2.0 < left <= 2.5
+        store.set_with_ttl("f", 1.5, "v")  # the seed crashed on CONVERSATION_TIMEOUT_HOURS=1.5
+        left = store.ttl("f")
+        assert left is not None and 1.0 < left <= 1.5
+
+    def test_expire(self, store: Storage) -> None:
+        assert store.expire("k", 10) is False
+        store.set_with_ttl("k", 10, "v")
+        assert store.expire("k", 1000) is True
+        left = store.ttl("k")
+        assert left is not None and 990 < left <= 1000
+        store.list_create("l", 10, "m")
+        assert store.expire("l", 500) is True
+        left = store.ttl("l")
+        assert left is not None and 490 < left <= 500
+
+    def test_expired_keys_are_never_returned(self, store: Storage) -> None:
+        store.set_with_ttl("s", 0.05, "v")
+        store.list_create("l", 0.05, "m")
+        store.set_with_ttl("keep", 60, "v")
+        time.sleep(0.12)
+        assert store.get("s") is None
+        assert store.exists("s") is False
+        assert store.ttl("s") is None
+        assert store.expire("s", 10) is False
+        assert store.list_range("l") == []
+        assert store.list_length("l") == 0
+        assert store.list_append("l", "x", max_items=10, ttl_seconds=60) == APPEND_MISSING
+        assert set(store.scan()) == {"keep"}
+        assert store.delete("s") is False
+        # an expired key is free again
+        assert store.list_create("l", 60, "fresh")
+        assert store.list_range("l") == ["fresh"]
+
+    def test_scan(self, store: Storage) -> None:
+        for i in range(1500):
+            store.set_with_ttl(f"a:{i}", 60, "v")
+        store.list_create("b:list", 60, "m")
+        store.set_with_ttl("b:str", 60, "v")
+        assert set(store.scan("b:")) == {"b:list", "b:str"}
+        a_keys = list(store.scan("a:"))
+        assert len(a_keys) == 1500 and set(a_keys) == {f"a:{i}" for i in range(1500)}
+        assert len(set(store.scan())) == 1502
+        assert list(store.scan("zzz")) == []
+
+    def test_scan_prefix_is_literal(self, store: Storage) -> None:
+        store.set_with_ttl("a*b", 60, "v")
+        store.set_with_ttl("a%b", 60, "v")
+        store.set_with_ttl("a_b", 60, "v")
+        store.set_with_ttl("axb", 60, "v")
+        store.set_with_ttl("a[b]", 60, "v")
+        assert set(store.scan("a*")) == {"a*b"}
+        assert set(store.scan("a%")) == {"a%b"}
+        assert set(store.scan("a_")) == {"a_b"}
+        assert set(store.scan("a[")) == {"a[b]"}
+
+    # -- lists --------------------------------------------------------------------------------
+    def test_list_create_if_absent(self, store: Storage) -> None:
+        assert store.list_create("l", 60, "meta") is True
+        assert store.list_create("l", 60, "other") is False
+        assert store.list_range("l") == ["meta"]
+        store.set_with_ttl("s", 60, "v")
+        assert store.list_create("s", 60, "meta") is False
+        assert store.get("s") == "v"
+
+    def test_list_append_and_range(self, store: Storage) -> None:
+        store.list_create("l", 60, "meta")
+        for i in range(1, 6):
+            assert store.list_append("l", f"t{i}", max_items=100, ttl_seconds=60) == i + 1
+        assert store.list_range("l") == ["meta", "t1", "t2", "t3", "t4", "t5"]
+        assert store.list_range("l", 1) == ["t1", "t2", "t3", "t4", "t5"]
+        assert store.list_range("l", 0, 1) == ["meta"]
+        assert store.list_range("l", 2, 4) == ["t2", "t3"]
+        assert store.list_range("l", 4, 100) == ["t4", "t5"]
+        assert store.list_range("l", 10) == []
+        assert store.list_range("l", 3, 3) == []
+        assert store.list_length("l") == 6
+
+    def test_list_append_missing(self, store: Storage) -> None:
+        assert store.list_append("nope", "x", max_items=10, ttl_seconds=60) == APPEND_MISSING
+        assert store.exists("nope") is False
+
+    def test_list_append_full(self, store: Storage) -> None:
+        store.list_create("l", 60, "meta")
+        assert store.list_append("l", "a", max_items=3, ttl_seconds=60) == 2
+        assert store.list_append("l", "b", max_items=3, ttl_seconds=60) == 3
+        assert store.list_append("l", "c", max_items=3, ttl_seconds=60) == APPEND_FULL
+        assert store.list_range("l") == ["meta", "a", "b"]
+
+    def test_list_append_refreshes_ttl(self, store: Storage) -> None:
+        store.list_create("l", 5, "meta")
+        store.list_append("l", "a", max_items=10, ttl_seconds=500)
+        left = store.ttl("l")
+        assert left is not None and 490 < left <= 500
+
+    def test_list_full_append_leaves_ttl(self, store: Storage) -> None:
+        store.list_create("l", 50, "meta")
+        assert store.list_append("l", "a", max_items=1, ttl_seconds=500) == APPEND_FULL
+        left = store.ttl("l")
+        assert left is not None and left <= 50
+
+    def test_list_items_round_trip(self, store: Storage) -> None:
+        items = ["", "ünïcødé 🧵", "x" * 100_000, '{"json": true}', "\x00"]
+        store.list_create("l", 60, items[0])
+        for item in items[1:]:
+            store.list_append("l", item, max_items=100, ttl_seconds=60)
+        assert store.list_range("l") == items
+
+    def test_wrong_type(self, store: Storage) -> None:
+        store.list_create("l", 60, "meta")
+        store.set_with_ttl("s", 60, "v")
+        with pytest.raises(WrongType):
+            store.get("l")
+        with pytest.raises(WrongType):
+            store.list_append("s", "x", max_items=10, ttl_seconds=60)
+        with pytest.raises(WrongType):
+            store.list_range("s")
+        assert store.get("s") == "v"
+        assert store.list_range("l") == ["meta"]
+
+    # -- bad input ----------------------------------------------------------------------------
+    @pytest.mark.parametrize("key", BAD_KEYS, ids=repr)
+    def test_bad_keys_are_refused(self, store: Storage, key: object) -> None:
+        store.set_with_ttl("other", 60, "intact")
+        for call in (
+            lambda: store.set_with_ttl(key, 60, "v"),  # type: ignore[arg-type]
+            lambda: store.get(key),  # type: ignore[arg-type]
+            lambda: store.delete(key),  # type: ignore[arg-type]
+            lambda: store.exists(key),  # type: ignore[arg-type]
+            lambda: store.ttl(key),  # type: ignore[arg-type]
+            lambda: store.expire(key, 10),  # type: ignore[arg-type]
+            lambda: store.list_create(key, 10, "m"),  # type: ignore[arg-type]
+            lambda: store.list_append(key, "x", max_items=5, ttl_seconds=10),  # type: ignore[arg-type]
+            lambda: store.list_range(key),  # type: ignore[arg-type]
+        ):
+            with pytest.raises(InvalidInput, match="key"):
+                call()
+        assert list(store.scan()) == ["other"]
+        assert store.get("other") == "intact"
+
+    @pytest.mark.parametrize("ttl", BAD_TTLS, ids=repr)
+    def test_bad_ttls_are_refused(self, store: Storage, ttl: object) -> None:
+        store.set_with_ttl("k", 60, "old")
+        with pytest.raises(InvalidInput, match="ttl"):
+            store.set_with_ttl("k", ttl, "new")  # type: ignore[arg-type]
+        with pytest.raises(InvalidInput, match="ttl"):
+            store.set_with_ttl("fresh", ttl, "new")  # type: ignore[arg-type]
+        with pytest.raises(InvalidInput, match="ttl"):
+            store.expire("k", ttl)  # type: ignore[arg-type]
+        with pytest.raises(InvalidInput, match="ttl"):
+            store.list_create("l", ttl, "m")  # type: ignore[arg-type]
+        assert store.get("k") == "old"
+        assert store.exists("fresh") is False
+        assert store.exists("l") is False
+
+    @pytest.mark.parametrize("value", BAD_VALUES, ids=repr)
+    def test_bad_values_are_refused(self, store: Storage, value: object) -> None:
+        store.set_with_ttl("k", 60, "old")
+        store.list_create("l", 60, "m")
+        with pytest.raises(InvalidInput, match="must be a str"):
+            store.set_with_ttl("k", 60, value)  # type: ignore[arg-type]
+        with pytest.raises(InvalidInput, match="must be a str"):
+            store.list_append("l", value, max_items=10, ttl_seconds=60)  # type: ignore[arg-type]
+        with pytest.raises(InvalidInput, match="must be a str"):
+            store.list_create("l2", 60, value)  # type: ignore[arg-type]
+        assert store.get("k") == "old"
+        assert store.list_range("l") == ["m"]
+        assert store.exists("l2") is False
+
+    @pytest.mark.parametrize("max_items", [0, -1, 1.5, "3", None])
+    def test_bad_max_items(self, store: Storage, max_items: object) -> None:
+        store.list_create("l", 60, "m")
+        with pytest.raises(InvalidInput, match="max_items"):
+            store.list_append("l", "x", max_items=max_items, ttl_seconds=60)  # type: ignore[arg-type]
+        assert store.list_range("l") == ["m"]
+
+    @pytest.mark.parametrize("bounds", [(-1, None), (0, -1), ("0", None), (1.0, None)])
+    def test_bad_ranges(self, store: Storage, bounds: tuple[object, object]) -> None:
+        store.list_create("l", 60, "m")
+        with pytest.raises(InvalidInput):
+            store.list_range("l", bounds[0], bounds[1])  # type: ignore[arg-type]
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def test_stats(self, store: Storage) -> None:
+        store.set_with_ttl("k", 60, "v")
+        stats = store.stats()
+        assert stats["backend"] == store.kind
+        assert "url" in stats
+
+    def test_repr_and_url(self, store: Storage) -> None:
+        assert store.url.split("://")[0] in ("memory", "sqlite", "redis", "rediss", "unix")
+        assert store.kind in repr(store) or store.url in repr(store)
+
+    def test_close_is_idempotent_and_final(self, store: Storage) -> None:
+        store.set_with_ttl("k", 60, "v")
+        store.close()
+        store.close()
+        store.shutdown()
+        with pytest.raises(StorageUnavailable):
+            store.set_with_ttl("k", 60, "v")
+        with pytest.raises(StorageUnavailable):
+            store.get("k")
+
+    # -- concurrency --------------------------------------------------------------------------
+    def test_concurrent_appends_lose_nothing(self, store: Storage) -> None:
+        store.list_create("l", 60, "meta")
+        n_threads, per_thread = 8, 100
+        errors: list[BaseException] = []
+
+        def writer(w: int) -> None:
+            try:
+                for i in range(per_thread):
+                    n = store.list_append("l", f"{w}:{i}", max_items=10_000, ttl_seconds=60)
+                    assert n > 1
+            except BaseException as exc:  # surfaced below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=writer, args=(w,)) for w in range(n_threads)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        items = store.list_range("l")
+        assert items[0] == "meta"
+        assert len(items) == 1 + n_threads * per_thread
+        assert len(set(items)) == len(items)
+        for w in range(n_threads):  # each writer's items in its own order
+            mine = [int(x.split(":")[1]) for x in items[1:] if x.split(":")[0] == str(w)]
+            assert mine == list(range(per_thread))
+
+    def test_concurrent_list_create_has_one_winner(self, store: Storage) -> None:
+        wins: list[bool] = []
+        barrier = threading.Barrier(8)
+
+        def create(i: int) -> None:
+            barrier.wait()
+            wins.append(store.list_create("l", 60, f"meta{i}"))
+
+        threads = [threading.Thread(target=create, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(wins) == [False] * 7 + [True]
+        assert len(store.list_range("l")) == 1

@@ -1,0 +1,181 @@
+"""The memory backend: the shared contract plus what only an in-process store can show."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from contract import StorageContract
+from threadstore import InvalidInput, MemoryStorage, Storage
+
+
+class FakeClock:
+    """A controllable monotonic clock (the store takes any callable)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class TestMemoryContract(StorageContract):
+    @pytest.fixture
+    def store(self) -> Iterator[Storage]:
+        s = MemoryStorage()
+        yield s
+        s.close()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def test_expiry_follows_the_clock_not_the_wall(clock: FakeClock) -> None:
+    s = MemoryStorage(clock=clock, sweeper=False)
+    s.set_with_ttl("k", 1.5, "v")
+    clock.now += 1.499
+    assert s.get("k") == "v"
+    clock.now += 0.002
+    assert s.get("k") is None
+    assert s.stats()["expired"] == 1
+
+
+def test_sweep_removes_expired_keys_in_bounded_batches(clock: FakeClock) -> None:
+    s = MemoryStorage(clock=clock, sweeper=False)
+    for i in range(1000):
+        s.set_with_ttl(f"short:{i}", 1, "v")
+    for i in range(10):
+        s.set_with_ttl(f"long:{i}", 100, "v")
+    clock.now += 3
+    assert s.sweep(64) is True  # 64 dropped, more waiting
+    assert s.stats()["keys"] == 1010 - 64
+    while s.sweep(64):
+        pass
+    stats = s.stats()
+    assert stats["keys"] == 10 and stats["expired"] == 1000
+    assert stats["bytes"] == sum(len(f"long:{i}") for i in range(10)) + 10 * (2 * 49 + 1)
+
+
+def test_writes_sweep_a_little_on_the_side(clock: FakeClock) -> None:
+    s = MemoryStorage(clock=clock, sweeper=False)
+    for i in range(100):
+        s.set_with_ttl(f"old:{i}", 1, "v")
+    clock.now += 5
+    for i in range(30):
+        s.set_with_ttl(f"new:{i}", 100, "v")
+    assert s.stats()["keys"] < 130
+
+
+def test_background_sweeper_runs_and_stops_on_close() -> None:
+    s = MemoryStorage(sweep_interval=0.02)
+    for i in range(200):
+        s.set_with_ttl(f"k{i}", 0.01, "v")
+    deadline = time.monotonic() + 5
+    while s.stats()["keys"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert s.stats()["keys"] == 0
+    assert s.stats()["sweeper"] is True
+    t0 = time.monotonic()
+    s.close()
+    assert time.monotonic() - t0 < 1
+    assert s._sweeper is not None and not s._sweeper.is_alive()
+
+
+def test_no_thread_is_started_at_import() -> None:
+    code = "import threading, threadstore; print(threading.active_count())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "1"
+
+
+def test_max_keys_evicts_soonest_to_expire(clock: FakeClock) -> None:
+    s = MemoryStorage(clock=clock, sweeper=False, max_keys=100)
+    for i in range(100):
+        s.set_with_ttl(f"k{i}", 10 + i, "v")  # k0 expires first
+    s.set_with_ttl("new", 1000, "v")
+    assert s.get("k0") is None
+    assert s.get("k1") == "v"
+    assert s.get("new") == "v"
+    stats = s.stats()
+    assert stats["keys"] == 100 and stats["evicted"] == 1
+
+
+def test_expired_keys_go_before_live_ones(clock: FakeClock) -> None:
+    s = MemoryStorage(clock=clock, sweeper=False, max_keys=10)
+    for i in range(5):
+        s.set_with_ttl(f"dead{i}", 1, "v")
+    for i in range(5):
+        s.set_with_ttl(f"live{i}", 100, "v")
+    clock.now += 2
+    for i in range(5):
+        s.set_with_ttl(f"new{i}", 100, "v")
+    assert all(s.get(f"live{i}") == "v" for i in range(5))
+    assert s.stats()["evicted"] == 0
+
+
+def test_max_bytes_is_respected(clock: FakeClock) -> None:
+    s = MemoryStorage(clock=clock, sweeper=False, max_bytes=256 * 1024)
+    for i in range(200):
+        s.set_with_ttl(f"k{i}", 100 + i, "x" * 4096)
+        assert s.stats()["bytes"] <= 256 * 1024
+    assert s.stats()["evicted"] > 0
+    assert s.get("k199") == "x" * 4096
+
+
+def test_list_growth_counts_against_max_bytes(clock: FakeClock) -> None:
+    s = MemoryStorage(clock=clock, sweeper=False, max_bytes=128 * 1024)
+    s.set_with_ttl("victim", 5, "y" * 30_000)
+    s.list_create("l", 100, "meta")
+    for _ in range(30):
+        s.list_append("l", "x" * 4000, max_items=1000, ttl_seconds=100)
+        assert s.stats()["bytes"] <= 128 * 1024
+    assert s.get("victim") is None
+    assert s.list_length("l") == 31
+
+
+def test_value_larger_than_the_store_is_refused() -> None:
+    s = MemoryStorage(sweeper=False, max_bytes=64 * 1024)
+    s.set_with_ttl("k", 60, "old")
+    with pytest.raises(InvalidInput, match="larger than the store allows"):
+        s.set_with_ttl("k", 60, "x" * 70_000)
+    assert s.get("k") == "old"
+
+
+def test_non_ascii_values_are_counted_in_bytes() -> None:
+    s = MemoryStorage(sweeper=False)
+    s.set_with_ttl("a", 60, "x" * 1000)
+    ascii_bytes = s.stats()["bytes"]
+    s.set_with_ttl("a", 60, "🧵" * 1000)
+    assert s.stats()["bytes"] > ascii_bytes + 2900
+
+
+def test_bytes_account_returns_to_zero(clock: FakeClock) -> None:
+    s = MemoryStorage(clock=clock, sweeper=False)
+    s.set_with_ttl("a", 10, "x" * 100)
+    s.set_with_ttl("a", 20, "y" * 300)
+    s.list_create("l", 10, "m")
+    s.list_append("l", "t", max_items=5, ttl_seconds=30)
+    s.set_with_ttl("l", 10, "replaced")
+    s.delete("a")
+    s.expire("l", 1)
+    clock.now += 2
+    assert s.get("l") is None
+    assert s.stats()["bytes"] == 0 and s.stats()["keys"] == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"max_keys": 0}, "max_keys"),
+        ({"max_bytes": 10}, "max_bytes"),
+        ({"max_keys": 1.5}, "max_keys"),
+    ],
+)
+def test_bad_limits(kwargs: dict[str, object], match: str) -> None:
+    with pytest.raises(InvalidInput, match=match):
+        MemoryStorage(**kwargs)  # type: ignore[arg-type]
