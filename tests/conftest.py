@@ -8,9 +8,8 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from redis_server import RedisServer, redis_binary
-
 import threadstore
+from threadstore.testing import RedisServer, redis_binary
 
 
 def _need_redis() -> None:

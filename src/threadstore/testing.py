@@ -1,5 +1,10 @@
-"""A real redis-server for the tests: started on a free loopback port, stoppable, restartable,
-pausable (SIGSTOP). No fakes: the tests talk to the same server users run."""
+"""Helpers for testing code that uses threadstore.
+
+``RedisServer`` runs a real, throwaway ``redis-server`` (Debian/Ubuntu: ``apt-get install
+redis-server``) on a free loopback port, with no persistence, for tests and benchmarks: start,
+stop, restart on the same port, pause with SIGSTOP. No fakes: the tests talk to the same server
+users run.
+"""
 
 from __future__ import annotations
 
@@ -66,6 +71,12 @@ class RedisServer:
                 time.sleep(0.02)
         self.stop()
         raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
