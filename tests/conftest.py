@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
+
 import threadstore
 from threadstore.testing import RedisServer, redis_binary
 
