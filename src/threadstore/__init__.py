@@ -16,27 +16,39 @@ from ._errors import (
     WrongType,
 )
 from ._factory import get_storage_backend, open_storage, reset_storage_backend
+from ._history import TokenCounter, estimate_tokens
 from ._memory import MemoryStorage
+from ._models import History, Thread, ThreadPage, ThreadSummary, Turn
 from ._storage import APPEND_FULL, APPEND_MISSING, Storage
+from ._threads import AsyncThreadStore, ThreadStore
 
 __version__ = "0.1.0"
 
 __all__ = [
     "APPEND_FULL",
     "APPEND_MISSING",
+    "AsyncThreadStore",
     "ConfigError",
     "CorruptData",
+    "History",
     "InvalidInput",
     "InvalidThreadId",
     "MemoryStorage",
     "Settings",
     "Storage",
     "StorageUnavailable",
+    "Thread",
     "ThreadFull",
     "ThreadNotFound",
+    "ThreadPage",
+    "ThreadStore",
+    "ThreadSummary",
     "ThreadstoreError",
+    "TokenCounter",
+    "Turn",
     "WrongType",
     "__version__",
+    "estimate_tokens",
     "get_storage_backend",
     "load_settings",
     "open_storage",

@@ -1,0 +1,98 @@
+"""The conversation data model: pydantic models for what is stored and what is returned."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Role = Literal["user", "assistant"]
+ROLES: tuple[str, ...] = ("user", "assistant")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Turn(BaseModel):
+    """One message of a thread."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    role: Role
+    content: str
+    timestamp: datetime = Field(default_factory=utcnow)
+    files: list[str] | None = None
+    images: list[str] | None = None
+    tool_name: str | None = None
+    model_provider: str | None = None
+    model_name: str | None = None
+    metadata: dict[str, Any] | None = None
+
+    @property
+    def model_metadata(self) -> dict[str, Any] | None:
+        """The original module's name for ``metadata``."""
+        return self.metadata
+
+
+class ThreadMeta(BaseModel):
+    """Item 0 of a thread's list: what is fixed when the thread is created."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    v: int = 1
+    thread_id: str
+    parent_thread_id: str | None = None
+    created_at: datetime
+    tool_name: str
+    initial_context: dict[str, Any] | None = None
+
+
+class Thread(BaseModel):
+    """A whole thread as read from storage."""
+
+    model_config = ConfigDict(frozen=True)
+
+    thread_id: str
+    parent_thread_id: str | None = None
+    created_at: datetime
+    last_updated_at: datetime
+    tool_name: str
+    initial_context: dict[str, Any] | None = None
+    turns: list[Turn] = Field(default_factory=list)
+
+
+class ThreadSummary(BaseModel):
+    """One row of list_threads: enough to pick a thread without loading its turns."""
+
+    model_config = ConfigDict(frozen=True)
+
+    thread_id: str
+    parent_thread_id: str | None = None
+    tool_name: str
+    created_at: datetime
+    last_updated_at: datetime
+    turn_count: int
+    expires_in_seconds: float
+
+
+class ThreadPage(BaseModel):
+    """A page of list_threads, most recent activity first."""
+
+    threads: list[ThreadSummary]
+    next_cursor: str | None = None
+
+
+class History(BaseModel):
+    """What build_history returns: text that fits the budget, and what it left out."""
+
+    model_config = ConfigDict(frozen=True)
+
+    text: str
+    tokens: int
+    max_tokens: int
+    turns_included: int
+    turns_omitted: int
+    files: list[str] = Field(default_factory=list)
+    thread_ids: list[str] = Field(default_factory=list)

@@ -1,0 +1,259 @@
+"""ThreadStore and AsyncThreadStore: the two thin facades over the shared logic in _logic.py.
+
+Each public method is one line: build the operation, run it. The sync runner calls the store
+directly; the async runner awaits the store's async side (native redis.asyncio for Redis, a
+worker thread for SQLite, inline for memory). Method names and signatures match one to one
+(a test keeps them in step).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from ._config import load_settings
+from ._errors import InvalidInput
+from ._factory import get_storage_backend
+from ._history import TokenCounter
+from ._logic import DEFAULT_MAX_METADATA_BYTES, DEFAULT_MAX_TURN_BYTES, Call, Logic, Op
+from ._models import History, Thread, ThreadPage, Turn
+from ._storage import Storage
+
+T = TypeVar("T")
+
+
+def _line(thread: Thread) -> str:
+    return thread.model_dump_json(exclude_none=True)
+
+
+def _numbered(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
+    for number, line in enumerate(lines, 1):
+        if line.strip():
+            yield number, line
+
+
+@contextmanager
+def _at_line(number: int) -> Iterator[None]:
+    try:
+        yield
+    except InvalidInput as exc:
+        raise type(exc)(f"line {number}: {exc}") from None
+
+
+class _Facade:
+    def __init__(
+        self,
+        storage: Storage | None = None,
+        *,
+        ttl_seconds: float | None = None,
+        max_turns: int | None = None,
+        max_turn_bytes: int = DEFAULT_MAX_TURN_BYTES,
+        max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES,
+    ) -> None:
+        if ttl_seconds is None or max_turns is None:
+            settings = load_settings()
+            ttl_seconds = settings.ttl_seconds if ttl_seconds is None else ttl_seconds
+            max_turns = settings.max_turns if max_turns is None else max_turns
+        self.storage: Storage = storage if storage is not None else get_storage_backend()
+        self._logic = Logic(
+            ttl_seconds=ttl_seconds,
+            max_turns=max_turns,
+            max_turn_bytes=max_turn_bytes,
+            max_metadata_bytes=max_metadata_bytes,
+        )
+
+    @property
+    def ttl_seconds(self) -> float:
+        return self._logic.ttl_seconds
+
+    @property
+    def max_turns(self) -> int:
+        return self._logic.max_turns
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.storage!r} ttl={self.ttl_seconds:g}s>"
+
+
+class ThreadStore(_Facade):
+    """Conversation threads on any backend. Safe to share between threads."""
+
+    def _run(self, op: Op[T]) -> T:
+        storage = self.storage
+        try:
+            call: Call = next(op)
+            while True:
+                result: Any = getattr(storage, call.method)(*call.args, **call.kwargs)
+                if call.method == "scan":
+                    result = list(result)
+                call = op.send(result)
+        except StopIteration as done:
+            value: T = done.value
+            return value
+
+    def create_thread(
+        self,
+        tool_name: str,
+        initial_context: dict[str, Any] | None = None,
+        parent_thread_id: str | None = None,
+    ) -> str:
+        """Start a thread; returns its id (a lowercase UUID4) to hand back as continuation_id."""
+        return self._run(self._logic.create_thread(tool_name, initial_context, parent_thread_id))
+
+    def add_turn(
+        self,
+        thread_id: str,
+        role: str,
+        content: str,
+        *,
+        files: list[str] | None = None,
+        images: list[str] | None = None,
+        tool_name: str | None = None,
+        model_provider: str | None = None,
+        model_name: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Turn:
+        """Append a turn atomically and refresh the thread's TTL."""
+        return self._run(
+            self._logic.add_turn(
+                thread_id,
+                role,
+                content,
+                files=files,
+                images=images,
+                tool_name=tool_name,
+                model_provider=model_provider,
+                model_name=model_name,
+                metadata=metadata,
+            )
+        )
+
+    def get_thread(self, thread_id: str) -> Thread | None:
+        """The whole thread, or None when it does not exist or expired."""
+        return self._run(self._logic.get_thread(thread_id))
+
+    def get_thread_chain(self, thread_id: str, max_depth: int = 20) -> list[Thread]:
+        """The thread and its ancestors, oldest first (cycle-safe, at most max_depth)."""
+        return self._run(self._logic.get_thread_chain(thread_id, max_depth))
+
+    def build_history(
+        self, thread_id: str, *, max_tokens: int, token_counter: TokenCounter | None = None
+    ) -> History:
+        """The newest turns of the chain that fit in max_tokens, presented oldest first."""
+        return self._run(
+            self._logic.build_history(thread_id, max_tokens=max_tokens, token_counter=token_counter)
+        )
+
+    def list_threads(self, *, limit: int = 50, cursor: str | None = None) -> ThreadPage:
+        """Live threads, most recent activity first; pass next_cursor for the next page."""
+        return self._run(self._logic.list_threads(limit=limit, cursor=cursor))
+
+    def delete_thread(self, thread_id: str) -> bool:
+        """Remove a thread; True if it existed."""
+        return self._run(self._logic.delete_thread(thread_id))
+
+    def export_threads(self) -> Iterator[str]:
+        """Every live thread as one JSON line (no trailing newline), for backup or migration."""
+        for thread_id in self._run(self._logic.thread_ids()):
+            thread = self.get_thread(thread_id)
+            if thread is not None:
+                yield _line(thread)
+
+    def import_threads(self, lines: Iterable[str], *, replace: bool = False) -> int:
+        """Store exported JSON lines; returns how many threads were written (existing ones are
+        kept unless ``replace``). A bad line raises InvalidInput naming its line number."""
+        written = 0
+        for number, line in _numbered(lines):
+            with _at_line(number):
+                written += self._run(self._logic.import_thread(line, replace=replace))
+        return written
+
+    def close(self) -> None:
+        self.storage.close()
+
+
+class AsyncThreadStore(_Facade):
+    """The same API, awaitable; never blocks the event loop."""
+
+    async def _run(self, op: Op[T]) -> T:
+        aio = self.storage.aio
+        try:
+            call: Call = next(op)
+            while True:
+                result: Any = await aio.call(call.method, *call.args, **call.kwargs)
+                call = op.send(result)
+        except StopIteration as done:
+            value: T = done.value
+            return value
+
+    async def create_thread(
+        self,
+        tool_name: str,
+        initial_context: dict[str, Any] | None = None,
+        parent_thread_id: str | None = None,
+    ) -> str:
+        return await self._run(
+            self._logic.create_thread(tool_name, initial_context, parent_thread_id)
+        )
+
+    async def add_turn(
+        self,
+        thread_id: str,
+        role: str,
+        content: str,
+        *,
+        files: list[str] | None = None,
+        images: list[str] | None = None,
+        tool_name: str | None = None,
+        model_provider: str | None = None,
+        model_name: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Turn:
+        return await self._run(
+            self._logic.add_turn(
+                thread_id,
+                role,
+                content,
+                files=files,
+                images=images,
+                tool_name=tool_name,
+                model_provider=model_provider,
+                model_name=model_name,
+                metadata=metadata,
+            )
+        )
+
+    async def get_thread(self, thread_id: str) -> Thread | None:
+        return await self._run(self._logic.get_thread(thread_id))
+
+    async def get_thread_chain(self, thread_id: str, max_depth: int = 20) -> list[Thread]:
+        return await self._run(self._logic.get_thread_chain(thread_id, max_depth))
+
+    async def build_history(
+        self, thread_id: str, *, max_tokens: int, token_counter: TokenCounter | None = None
+    ) -> History:
+        return await self._run(
+            self._logic.build_history(thread_id, max_tokens=max_tokens, token_counter=token_counter)
+        )
+
+    async def list_threads(self, *, limit: int = 50, cursor: str | None = None) -> ThreadPage:
+        return await self._run(self._logic.list_threads(limit=limit, cursor=cursor))
+
+    async def delete_thread(self, thread_id: str) -> bool:
+        return await self._run(self._logic.delete_thread(thread_id))
+
+    async def export_threads(self) -> AsyncIterator[str]:
+        for thread_id in await self._run(self._logic.thread_ids()):
+            thread = await self.get_thread(thread_id)
+            if thread is not None:
+                yield _line(thread)
+
+    async def import_threads(self, lines: Iterable[str], *, replace: bool = False) -> int:
+        written = 0
+        for number, line in _numbered(lines):
+            with _at_line(number):
+                written += await self._run(self._logic.import_thread(line, replace=replace))
+        return written
+
+    async def close(self) -> None:
+        self.storage.close()
