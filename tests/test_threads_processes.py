@@ -1,5 +1,5 @@
 """Several processes on one thread (SQLite file, Redis): no lost turns, continuation across
-processes. The original design lost 55–70 % of appends in this test."""
+processes. The original design lost 55-70 % of appends in this test."""
 
 from __future__ import annotations
 
