@@ -313,11 +313,13 @@ class MemoryStorage(Storage):
         check_prefix(prefix)
         with self._lock:
             self._check_open()
-            keys = [k for k in self._data if k.startswith(prefix)] if prefix else list(self._data)
+            keys = list(self._data)  # one C-level copy (~5 ms per million keys); filtered outside
+        data, clock = self._data, self._clock
         for key in keys:
-            entry = self._data.get(key)
-            if entry is not None and entry[1] > self._clock():
-                yield key
+            if key.startswith(prefix):
+                entry = data.get(key)
+                if entry is not None and entry[1] > clock():
+                    yield key
 
     # -- lists ----------------------------------------------------------------------------------
     def list_create(self, key: str, ttl_seconds: float, first: str) -> bool:
