@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -48,6 +49,31 @@ def own_redis() -> Iterator[RedisServer]:
     server = RedisServer().start()
     yield server
     server.cleanup()
+
+
+def backend_url(request: pytest.FixtureRequest, kind: str, tmp_path: Path) -> str:
+    """A fresh, empty store URL of the given kind: "memory", "sqlite" (a file) or "redis"."""
+    if kind == "memory":
+        return "memory://"
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path}/threads.db"
+    return str(request.getfixturevalue("redis_url"))
+
+
+ALL_BACKENDS = ["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)]
+SHARED_BACKENDS = ["sqlite", pytest.param("redis", marks=pytest.mark.redis)]
+
+
+@pytest.fixture(params=ALL_BACKENDS)
+def any_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each backend in turn (memory, SQLite file, Redis)."""
+    return backend_url(request, request.param, tmp_path)
+
+
+@pytest.fixture(params=SHARED_BACKENDS)
+def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The backends several processes can share (SQLite file, Redis)."""
+    return backend_url(request, request.param, tmp_path)
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -13,23 +12,15 @@ from threadstore import AsyncThreadStore, InvalidThreadId, ThreadFull, ThreadNot
 
 pytestmark = pytest.mark.anyio
 
-BACKENDS = ["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)]
-
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(params=BACKENDS)
-async def astore(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncThreadStore]:
-    if request.param == "memory":
-        url = "memory://"
-    elif request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/threads.db"
-    else:
-        url = request.getfixturevalue("redis_url")
-    storage = open_storage(url, fallback="fail")
+@pytest.fixture
+async def astore(any_url: str) -> AsyncIterator[AsyncThreadStore]:
+    storage = open_storage(any_url, fallback="fail")
     yield AsyncThreadStore(storage, ttl_seconds=60, max_turns=2000)
     storage.close()
 

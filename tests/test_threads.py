@@ -25,18 +25,10 @@ from threadstore import (
     open_storage,
 )
 
-BACKENDS = ["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)]
 
-
-@pytest.fixture(params=BACKENDS)
-def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
-    if request.param == "memory":
-        url = "memory://"
-    elif request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/threads.db"
-    else:
-        url = request.getfixturevalue("redis_url")
-    s = open_storage(url, fallback="fail")
+@pytest.fixture
+def storage(any_url: str) -> Iterator[Storage]:
+    s = open_storage(any_url, fallback="fail")
     yield s
     s.close()
 

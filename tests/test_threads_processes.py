@@ -7,22 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from threadstore import ThreadStore, open_storage
 
 WORKER = str(Path(__file__).parent / "workers" / "turn_writer.py")
-BACKENDS = ["sqlite", pytest.param("redis", marks=pytest.mark.redis)]
 
 
-@pytest.fixture(params=BACKENDS)
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/threads.db"
-    return str(request.getfixturevalue("redis_url"))
-
-
-def test_four_processes_lose_no_turn(url: str) -> None:
+def test_four_processes_lose_no_turn(shared_url: str) -> None:
+    url = shared_url
     storage = open_storage(url, fallback="fail")
     store = ThreadStore(storage, ttl_seconds=600, max_turns=100_000)
     tid = store.create_thread("chat")
@@ -51,7 +42,8 @@ def test_four_processes_lose_no_turn(url: str) -> None:
     storage.close()
 
 
-def test_thread_continued_by_another_process(url: str) -> None:
+def test_thread_continued_by_another_process(shared_url: str) -> None:
+    url = shared_url
     storage = open_storage(url, fallback="fail")
     store = ThreadStore(storage, ttl_seconds=600, max_turns=100)
     tid = store.create_thread("chat")
