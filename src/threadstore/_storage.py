@@ -165,6 +165,10 @@ class Storage(ABC):
         """Alias of close(), as in the seed module."""
         self.close()
 
+    async def aclose(self) -> None:
+        """close() for async code; backends with async connections close those too."""
+        self.close()
+
     @property
     def aio(self) -> AsyncOps:
         """How the async facade reaches this store. Default: each call in a worker thread."""

@@ -256,4 +256,4 @@ class AsyncThreadStore(_Facade):
         return written
 
     async def close(self) -> None:
-        self.storage.close()
+        await self.storage.aclose()
