@@ -19,6 +19,7 @@ from ._factory import get_storage_backend, open_storage, reset_storage_backend
 from ._history import TokenCounter, estimate_tokens
 from ._memory import MemoryStorage
 from ._models import History, Thread, ThreadPage, ThreadSummary, Turn
+from ._sqlite import SQLiteStorage
 from ._storage import APPEND_FULL, APPEND_MISSING, Storage
 from ._threads import AsyncThreadStore, ThreadStore
 
@@ -34,6 +35,7 @@ __all__ = [
     "InvalidInput",
     "InvalidThreadId",
     "MemoryStorage",
+    "SQLiteStorage",
     "Settings",
     "Storage",
     "StorageUnavailable",

@@ -32,7 +32,7 @@ class StorageUnavailable(ThreadstoreError):
 
 
 class CorruptData(ThreadstoreError):
-    """A stored value cannot be decoded. Only the key named in the message is affected."""
+    """A stored value, or the store's file, cannot be decoded; the message names which."""
 
 
 class WrongType(InvalidInput):

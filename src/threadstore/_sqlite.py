@@ -1,12 +1,830 @@
-"""Placeholder until the sqlite backend lands."""
+"""The SQLite backend (``sqlite:///path/to/threads.db``): one file shared by every process on a
+machine, in WAL mode, surviving restarts.
+
+Layout (schema version 1, kept in ``PRAGMA user_version``; ``PRAGMA application_id`` marks the
+file as threadstore's)::
+
+    namespace(id, name)                       one small integer per namespace
+    kv(id, ns, key, value, length, expires_at)
+        UNIQUE(ns, key); INDEX(expires_at)
+        a string has value NOT NULL, length NULL; a list has value NULL, length = items
+    item(list_id, idx, value)                 PRIMARY KEY(list_id, idx), list_id = kv.id
+
+Appending is one ``UPDATE kv ... RETURNING`` plus one ``INSERT INTO item`` in one
+``BEGIN IMMEDIATE`` transaction: O(1), earlier items are never rewritten. Two triggers delete a
+list's items in the same statement that deletes its ``kv`` row or turns it into a string, so
+``set_with_ttl`` stays a single upsert.
+
+Expiry. ``expires_at`` is wall-clock milliseconds (``time.time()``), because every process
+sharing the file must agree on it: keep the clocks of those processes in sync. Every read filters
+on ``expires_at > now``, so an expired key is never returned. Rows are removed by bounded
+incremental sweeps that walk the ``expires_at`` index (at most ``SWEEP_BATCH`` rows a pass, every
+``SWEEP_EVERY`` writes of this store object, or sooner while a backlog remains) and by
+``sweep()``; no request ever scans the table. Freed pages are reused, so under steady churn the
+file stops growing (see tests/test_sqlite.py::test_file_size_plateaus_under_churn).
+
+Concurrency. One connection per thread, opened lazily and re-opened in a child after ``fork()``
+(the inherited ones are left untouched, as SQLite requires). Writes of one statement run as an
+autocommit statement, which takes the write lock when it starts, exactly like ``BEGIN IMMEDIATE``
+but in one round trip; writes of several statements run in ``BEGIN IMMEDIATE``. Threads of one
+process queue on a Python lock before taking SQLite's write lock (microseconds instead of
+SQLite's millisecond busy sleeps); processes wait in SQLite's busy handler and then in a bounded
+retry loop with randomized backoff, for ``busy_timeout_ms`` in all; past that the call raises
+StorageUnavailable. Readers never block writers (WAL).
+
+Durability. ``synchronous=NORMAL`` (default): a committed write survives the process being
+killed at any moment; after a power loss or OS crash the last few commits may be lost but the
+file stays consistent. ``synchronous=FULL``: every commit is fsynced (slower).
+
+Errors. sqlite3 exceptions never escape: busy past the deadline, disk full, read-only file or
+directory, I/O errors and a closed store raise StorageUnavailable; a file that is not a SQLite
+database, a corrupt schema, another application's database or one from a newer threadstore
+raises ConfigError at open and the file is left untouched; corruption found later raises
+CorruptData.
+"""
 
 from __future__ import annotations
 
-from ._errors import ConfigError
-from ._storage import Storage
+import contextlib
+import logging
+import os
+import random
+import sqlite3
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any, Final, Literal, TypeVar, cast
+from urllib.parse import parse_qsl
+
+from ._config import DEFAULT_NAMESPACE, check_namespace
+from ._errors import (
+    ConfigError,
+    CorruptData,
+    InvalidInput,
+    StorageUnavailable,
+    ThreadstoreError,
+    WrongType,
+)
+from ._storage import (
+    APPEND_FULL,
+    APPEND_MISSING,
+    Storage,
+    check_key,
+    check_max_items,
+    check_prefix,
+    check_value,
+    ttl_ms,
+)
+
+log = logging.getLogger("threadstore")
+
+T = TypeVar("T")
+Synchronous = Literal["NORMAL", "FULL"]
+
+SCHEMA_VERSION: Final = 1
+APPLICATION_ID: Final = 0x54487264  # "THrd"
+DEFAULT_BUSY_TIMEOUT_MS: Final = 5000
+MAX_BUSY_TIMEOUT_MS: Final = 600_000
+SWEEP_EVERY: Final = 64  # writes of one store object between two expiry passes
+SWEEP_BATCH: Final = 100  # kv rows deleted at most per pass
+SCAN_PAGE: Final = 500  # keys read per statement by scan()
+JOURNAL_SIZE_LIMIT: Final = 8 << 20  # the -wal file is truncated back to 8 MiB after checkpoints
+_MAX_INDEX: Final = 1 << 62
+_MEMORY: Final = ":memory:"
+_URL_OPTIONS: Final = ("synchronous", "busy_timeout_ms")
+
+# Primary result codes (sqlite3.h).
+_BUSY, _LOCKED, _READONLY, _IOERR, _CORRUPT, _FULL, _CANTOPEN, _NOTADB = 5, 6, 8, 10, 11, 13, 14, 26
+
+# Each entry upgrades the schema by one version: _MIGRATIONS[v] takes a file from v to v + 1.
+_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    (
+        """CREATE TABLE namespace (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE
+        )""",
+        """CREATE TABLE kv (
+            id INTEGER PRIMARY KEY,
+            ns INTEGER NOT NULL,
+            key TEXT NOT NULL,
+            value TEXT,
+            length INTEGER,
+            expires_at INTEGER NOT NULL,
+            UNIQUE (ns, key)
+        )""",
+        "CREATE INDEX kv_expires_at ON kv (expires_at)",
+        """CREATE TABLE item (
+            list_id INTEGER NOT NULL,
+            idx INTEGER NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (list_id, idx)
+        ) WITHOUT ROWID""",
+        """CREATE TRIGGER kv_list_deleted AFTER DELETE ON kv WHEN old.length IS NOT NULL
+        BEGIN DELETE FROM item WHERE list_id = old.id; END""",
+        """CREATE TRIGGER kv_list_replaced AFTER UPDATE OF length ON kv
+        WHEN old.length IS NOT NULL AND new.length IS NULL
+        BEGIN DELETE FROM item WHERE list_id = old.id; END""",
+    ),
+)
+assert len(_MIGRATIONS) == SCHEMA_VERSION
+
+# Connections inherited through fork() must be neither used nor closed by the child (closing one
+# could run a checkpoint or drop locks the parent relies on): they are parked here for good.
+_INHERITED: list[sqlite3.Connection] = []
+_STORES: weakref.WeakSet[SQLiteStorage] = weakref.WeakSet()
 
 
-class SQLiteStorage:
+_pid = os.getpid()  # kept current by the fork hook: cheaper than a getpid() call per operation
+
+
+def _reinit_after_fork() -> None:
+    global _pid
+    _pid = os.getpid()
+    for store in list(_STORES):
+        store._lock = threading.Lock()
+        store._write_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reinit_after_fork)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _code(exc: sqlite3.Error) -> int:
+    return int(getattr(exc, "sqlite_errorcode", -1)) & 0xFF
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and _code(exc) in (_BUSY, _LOCKED)
+
+
+def _not_utf8(what: str) -> InvalidInput:
+    return InvalidInput(f"{what} must be valid Unicode text (no lone surrogates)")
+
+
+def _successor(prefix: str) -> str | None:
+    """The smallest string greater than every string starting with ``prefix`` (None: no bound)."""
+    stripped = prefix.rstrip("\U0010ffff")
+    if not stripped:
+        return None
+    last = ord(stripped[-1]) + 1
+    if 0xD800 <= last <= 0xDFFF:  # surrogates cannot be stored; skip to the next character
+        last = 0xE000
+    return stripped[:-1] + chr(last)
+
+
+class SQLiteStorage(Storage):
+    """A SQLite file (WAL) shared by every thread and process of a machine.
+
+    ``path`` is a file path or ``":memory:"`` (a private in-process database, for tests; threads of
+    the process share it). Expiry times are wall-clock milliseconds, so processes sharing a file
+    must share a clock. See the module docstring for the layout, locking and error rules.
+    """
+
+    kind = "sqlite"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        synchronous: Synchronous = "NORMAL",
+        busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+    ) -> None:
+        self.namespace = check_namespace(namespace, "namespace")
+        sync = synchronous.upper() if isinstance(synchronous, str) else synchronous
+        if sync not in ("NORMAL", "FULL"):
+            raise ConfigError(f"synchronous={synchronous!r} is not valid: expected NORMAL or FULL")
+        if type(busy_timeout_ms) is not int or not 0 <= busy_timeout_ms <= MAX_BUSY_TIMEOUT_MS:
+            raise ConfigError(
+                f"busy_timeout_ms={busy_timeout_ms!r} is not valid:"
+                f" expected a whole number of milliseconds from 0 to {MAX_BUSY_TIMEOUT_MS}"
+            )
+        raw = os.fspath(path)
+        if not isinstance(raw, str) or not raw:
+            raise ConfigError(f"sqlite path must be a non-empty str, got {path!r}")
+        self._memory = raw == _MEMORY
+        self._path = raw if self._memory else os.path.abspath(os.path.expanduser(raw))
+        self._target = (
+            f"file:/threadstore-{os.getpid()}-{uuid.uuid4().hex}?vfs=memdb"
+            if self._memory
+            else self._path
+        )
+        self._synchronous: str = sync
+        self._busy_ms = busy_timeout_ms
+        self._busy_s = busy_timeout_ms / 1000
+        self._local = threading.local()
+        self._lock = threading.Lock()  # guards _conns and _closed
+        self._write_lock = threading.Lock()  # threads of this process queue here, not in SQLite
+        self._conns: list[tuple[int, weakref.ref[threading.Thread], sqlite3.Connection]] = []
+        self._closed = False
+        self._ns = 0
+        self._countdown = SWEEP_EVERY
+        self._hits = self._misses = self._expired = 0
+        _STORES.add(self)
+        try:
+            if not self._memory:
+                self._prepare_file()
+            conn = self._conn()  # the first connection checks the file before changing it
+            self._ns = self._retry_busy(lambda: self._setup(conn), time.monotonic(), conn)
+        except BaseException:
+            self.close()
+            raise
+
     @classmethod
-    def from_url(cls, url: str, *, namespace: str) -> Storage:
-        raise ConfigError("the sqlite backend is not available in this version of threadstore")
+    def from_url(cls, url: str, *, namespace: str) -> SQLiteStorage:
+        """Open ``sqlite:///relative.db``, ``sqlite:////absolute.db`` or ``sqlite:///:memory:``.
+
+        Options: ``?synchronous=NORMAL|FULL`` and ``?busy_timeout_ms=5000``.
+        """
+        scheme, sep, rest = url.partition("://")
+        if scheme.lower() != "sqlite" or not sep:
+            raise ConfigError(f"not a sqlite URL: {url!r}")
+        path, _, query = rest.partition("?")
+        if not path.startswith("/"):
+            raise ConfigError(
+                f"sqlite URL {url!r} names a host; use sqlite:///relative/path.db,"
+                " sqlite:////absolute/path.db or sqlite:///:memory:"
+            )
+        path = path[1:]
+        if not path:
+            raise ConfigError(f"sqlite URL {url!r} has no path, e.g. sqlite:///threads.db")
+        sync: str = "NORMAL"
+        busy = DEFAULT_BUSY_TIMEOUT_MS
+        for name, value in parse_qsl(query, keep_blank_values=True):
+            if name == "synchronous":
+                if value.upper() not in ("NORMAL", "FULL"):
+                    raise ConfigError(
+                        f"sqlite URL option synchronous={value!r} is not valid: expected NORMAL"
+                        " or FULL"
+                    )
+                sync = value.upper()
+            elif name == "busy_timeout_ms":
+                try:
+                    busy = int(value)
+                except ValueError:
+                    busy = -1
+                if not 0 <= busy <= MAX_BUSY_TIMEOUT_MS:
+                    raise ConfigError(
+                        f"sqlite URL option busy_timeout_ms={value!r} is not valid: expected a"
+                        f" whole number of milliseconds from 0 to {MAX_BUSY_TIMEOUT_MS}"
+                    )
+            else:
+                raise ConfigError(
+                    f"unknown sqlite URL option {name!r}; accepted: {', '.join(_URL_OPTIONS)}"
+                )
+        return cls(
+            path,
+            namespace=namespace,
+            synchronous=cast(Synchronous, sync),
+            busy_timeout_ms=busy,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"sqlite:///{self._path}"
+
+    @property
+    def path(self) -> str:
+        """The database file (absolute), or ":memory:"."""
+        return self._path
+
+    # -- opening ----------------------------------------------------------------------------------
+    def _prepare_file(self) -> None:
+        """Create missing directories (0700) and the file (0600) before SQLite opens it."""
+        path = self._path
+        missing: list[str] = []
+        parent = os.path.dirname(path)
+        while parent and not os.path.exists(parent):
+            missing.append(parent)
+            parent = os.path.dirname(parent)
+        for directory in reversed(missing):
+            try:
+                os.mkdir(directory, 0o700)
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise StorageUnavailable(
+                    f"cannot create directory {directory} for {path}: {exc.strerror}"
+                ) from exc
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StorageUnavailable(
+                f"cannot open {path} for reading and writing: {exc.strerror}"
+            ) from exc
+        os.close(fd)
+
+    def _check_file(self, conn: sqlite3.Connection) -> None:
+        """Refuse, before anything is written, a file threadstore must not touch."""
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            if _code(exc) not in (_CORRUPT, _NOTADB):
+                raise  # busy: retried; anything else: translated by the caller
+            raise ConfigError(
+                f"{self._path} is not a usable SQLite database ({exc}); threadstore left it"
+                " untouched: move it away or choose another path"
+            ) from exc
+        if app_id not in (0, APPLICATION_ID) or (version == 0 and tables and app_id == 0):
+            raise ConfigError(
+                f"{self._path} is a SQLite database of another application; threadstore left it"
+                " untouched: choose another path"
+            )
+        if version > SCHEMA_VERSION:
+            raise ConfigError(
+                f"{self._path} has schema version {version}, written by a newer threadstore; this"
+                f" version reads up to {SCHEMA_VERSION}: upgrade threadstore (the file was left"
+                " untouched)"
+            )
+
+    def _setup(self, conn: sqlite3.Connection) -> int:
+        """Migrate an older (or new, empty) file; return this store's namespace id."""
+        if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+            self._migrate(conn)
+        row = conn.execute("SELECT id FROM namespace WHERE name = ?", (self.namespace,)).fetchone()
+        if row is None:
+            with self._write_lock:
+                conn.execute("INSERT OR IGNORE INTO namespace (name) VALUES (?)", (self.namespace,))
+            row = conn.execute(
+                "SELECT id FROM namespace WHERE name = ?", (self.namespace,)
+            ).fetchone()
+        return int(row[0])
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]  # another process?
+                for step in range(version, SCHEMA_VERSION):
+                    for sql in _MIGRATIONS[step]:
+                        conn.execute(sql)
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    # -- connections ------------------------------------------------------------------------------
+    def _cursor(self) -> sqlite3.Cursor:
+        """This thread's cursor (on this thread's connection, opened on first use)."""
+        pair: tuple[int, sqlite3.Cursor] | None = getattr(self._local, "pair", None)
+        if pair is not None and pair[0] == _pid:
+            return pair[1]
+        return self._connect().cursor()
+
+    def _conn(self) -> sqlite3.Connection:
+        return self._cursor().connection
+
+    def _connect(self) -> sqlite3.Connection:
+        pid = os.getpid()
+        with self._lock:
+            if self._closed:
+                raise StorageUnavailable(f"the sqlite store {self.url} is closed")
+            first = not self._conns
+            keep, stale = [], []
+            for entry in self._conns:
+                thread = entry[1]()
+                if entry[0] != pid:
+                    _INHERITED.append(entry[2])  # from before a fork(): park, never touch
+                elif thread is None or not thread.is_alive():
+                    stale.append(entry[2])  # its thread is gone
+                else:
+                    keep.append(entry)
+            self._conns = keep
+        for old in stale:
+            with contextlib.suppress(sqlite3.Error):
+                old.close()
+        conn = self._new_connection(check=first and self._ns == 0)
+        with self._lock:
+            if self._closed:
+                conn.close()
+                raise StorageUnavailable(f"the sqlite store {self.url} is closed")
+            self._conns.append((pid, weakref.ref(threading.current_thread()), conn))
+        self._local.pair = (pid, conn.cursor())
+        return conn
+
+    def _new_connection(self, *, check: bool) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self._target,
+                timeout=self._busy_s,
+                isolation_level=None,
+                check_same_thread=False,
+                uri=self._memory,
+            )
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+        try:
+            if self._memory:
+                conn.execute("PRAGMA journal_mode = MEMORY")
+                return conn
+            t0 = time.monotonic()
+            if check:
+                self._retry_busy(lambda: self._check_file(conn), t0, conn)
+            mode = self._retry_busy(
+                lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone()[0], t0, conn
+            )
+            if str(mode).lower() != "wal":
+                raise StorageUnavailable(f"cannot put {self._path} in WAL mode (got {mode!r})")
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
+        except BaseException as exc:
+            conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise self._translate(exc) from exc
+            raise
+        return conn
+
+    # -- error handling ---------------------------------------------------------------------------
+    def _translate(self, exc: sqlite3.Error) -> ThreadstoreError:
+        where = f"sqlite database {self._path}"
+        if isinstance(exc, sqlite3.ProgrammingError) and self._closed:
+            return StorageUnavailable(f"the sqlite store {self.url} is closed")
+        code = _code(exc)
+        if code in (_CORRUPT, _NOTADB):
+            return CorruptData(f"{where} is corrupt ({exc}); restore it from a backup")
+        if code in (_BUSY, _LOCKED):
+            return StorageUnavailable(
+                f"{where} stayed locked by another connection for more than"
+                f" {self._busy_s:g} s (busy_timeout_ms={self._busy_ms})"
+            )
+        if code == _FULL:
+            return StorageUnavailable(f"{where}: the disk or quota is full ({exc})")
+        if code == _READONLY:
+            return StorageUnavailable(
+                f"{where} is read-only ({exc}): the file and its directory must be writable"
+            )
+        if code == _CANTOPEN:
+            return StorageUnavailable(
+                f"cannot open {where} ({exc}): the file and its directory must be writable"
+                " (SQLite creates -wal and -shm files next to it)"
+            )
+        if code == _IOERR:
+            return StorageUnavailable(f"{where}: I/O error ({exc})")
+        return StorageUnavailable(f"{where}: {exc}")
+
+    def _retry_busy(
+        self, attempt: Callable[[], T], t0: float, conn: sqlite3.Connection | None = None
+    ) -> T:
+        """Run ``attempt``; on SQLITE_BUSY retry with randomized backoff until the deadline."""
+        try:
+            return attempt()
+        except sqlite3.Error as exc:
+            return self._retry_after(exc, attempt, t0, conn)
+
+    def _retry_after(
+        self,
+        exc: sqlite3.Error,
+        attempt: Callable[[], T],
+        t0: float,
+        conn: sqlite3.Connection | None = None,
+    ) -> T:
+        tries = 0
+        tuned = False
+        try:
+            while True:
+                if not _is_busy(exc):
+                    raise self._translate(exc) from exc
+                left = self._busy_s - (time.monotonic() - t0)
+                if left <= 0:
+                    raise self._translate(exc) from exc
+                time.sleep(min(left, random.uniform(0.0005, min(0.05, 0.001 * 2**tries))))
+                tries += 1
+                if conn is None:
+                    conn = self._conn()
+                left_ms = max(1, int((self._busy_s - (time.monotonic() - t0)) * 1000))
+                conn.execute(f"PRAGMA busy_timeout = {left_ms}")  # SQLite's wait ends in time
+                tuned = True
+                try:
+                    return attempt()
+                except sqlite3.Error as again:
+                    exc = again
+        finally:
+            if tuned and conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+
+    def _read(self, sql: str, params: tuple[object, ...]) -> list[Any]:
+        try:
+            return self._cursor().execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            return self._retry_after(
+                exc, lambda: self._cursor().execute(sql, params).fetchall(), time.monotonic()
+            )
+        except UnicodeEncodeError:
+            raise _not_utf8("key") from None
+
+    def _write(self, sql: str, params: tuple[object, ...]) -> list[Any]:
+        """One statement, autocommit: it takes the write lock when it starts (as IMMEDIATE)."""
+        t0 = time.monotonic()
+        lock = self._write_lock
+        lock.acquire()
+        try:
+            rows = self._cursor().execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            rows = self._retry_after(
+                exc, lambda: self._cursor().execute(sql, params).fetchall(), t0
+            )
+        except UnicodeEncodeError:
+            raise _not_utf8("key and value") from None
+        finally:
+            lock.release()
+        self._countdown -= 1
+        if self._countdown <= 0:
+            self._auto_sweep()
+        return rows
+
+    def _transact(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``body`` in a BEGIN IMMEDIATE transaction, retried as a whole while busy."""
+
+        def attempt() -> T:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = body(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+            return result
+
+        t0 = time.monotonic()
+        with self._write_lock:
+            try:
+                result = self._retry_busy(attempt, t0)
+            except UnicodeEncodeError:
+                raise _not_utf8("key and value") from None
+        self._countdown -= 1
+        if self._countdown <= 0:
+            self._auto_sweep()
+        return result
+
+    # -- expiry -----------------------------------------------------------------------------------
+    def _auto_sweep(self) -> None:
+        """The incremental pass writes make: errors are logged, never raised (the write is done)."""
+        try:
+            more = self.sweep(SWEEP_BATCH)
+        except ThreadstoreError as exc:
+            more = False
+            log.debug("threadstore: expiry sweep of %s skipped: %s", self._path, exc)
+        self._countdown = 1 if more else SWEEP_EVERY
+
+    def sweep(self, budget: int = SWEEP_BATCH) -> bool:
+        """Delete up to ``budget`` expired keys (any namespace) now; True if more are waiting."""
+        if type(budget) is not int or budget < 1:
+            raise InvalidInput(f"budget must be a positive int, got {budget!r}")
+        sql = (
+            "DELETE FROM kv WHERE id IN"
+            " (SELECT id FROM kv WHERE expires_at <= ? ORDER BY expires_at LIMIT ?)"
+        )
+        t0 = time.monotonic()
+        with self._write_lock:
+            cursor = self._retry_busy(lambda: self._conn().execute(sql, (_now_ms(), budget)), t0)
+        removed = cursor.rowcount
+        self._expired += removed
+        return removed >= budget
+
+    # -- strings ----------------------------------------------------------------------------------
+    def get(self, key: str) -> str | None:
+        check_key(key)
+        rows = self._read(
+            "SELECT value FROM kv WHERE ns = ? AND key = ? AND expires_at > ?",
+            (self._ns, key, _now_ms()),
+        )
+        if rows:
+            value: str | None = rows[0][0]
+            if value is None:
+                raise WrongType(f"key {key!r} holds a list, not a string")
+            self._hits += 1
+            return value
+        self._misses += 1
+        return None
+
+    def set_with_ttl(self, key: str, ttl_seconds: float, value: str) -> None:
+        check_key(key)
+        check_value(value)
+        expires_at = _now_ms() + ttl_ms(ttl_seconds)
+        # A list replaced here loses its items through the kv_list_replaced trigger.
+        self._write(
+            "INSERT INTO kv (ns, key, value, length, expires_at) VALUES (?, ?, ?, NULL, ?)"
+            " ON CONFLICT (ns, key) DO UPDATE"
+            " SET value = excluded.value, length = NULL, expires_at = excluded.expires_at",
+            (self._ns, key, value, expires_at),
+        )
+
+    def delete(self, key: str) -> bool:
+        check_key(key)
+        now = _now_ms()  # before the delete: a key live when the call started counts
+        rows = self._write(
+            "DELETE FROM kv WHERE ns = ? AND key = ? RETURNING expires_at", (self._ns, key)
+        )
+        return bool(rows) and rows[0][0] > now
+
+    def exists(self, key: str) -> bool:
+        check_key(key)
+        return bool(
+            self._read(
+                "SELECT 1 FROM kv WHERE ns = ? AND key = ? AND expires_at > ?",
+                (self._ns, key, _now_ms()),
+            )
+        )
+
+    def ttl(self, key: str) -> float | None:
+        check_key(key)
+        now = _now_ms()
+        rows = self._read(
+            "SELECT expires_at FROM kv WHERE ns = ? AND key = ? AND expires_at > ?",
+            (self._ns, key, now),
+        )
+        return (rows[0][0] - now) / 1000 if rows else None
+
+    def expire(self, key: str, ttl_seconds: float) -> bool:
+        check_key(key)
+        ms = ttl_ms(ttl_seconds)
+        now = _now_ms()
+        rows = self._write(
+            "UPDATE kv SET expires_at = ? WHERE ns = ? AND key = ? AND expires_at > ? RETURNING 1",
+            (now + ms, self._ns, key, now),
+        )
+        return bool(rows)
+
+    def scan(self, prefix: str = "") -> Iterator[str]:
+        check_prefix(prefix)
+        if self._closed:  # fail here, not at the first next()
+            raise StorageUnavailable(f"the sqlite store {self.url} is closed")
+        return self._scan(prefix)
+
+    def _scan(self, prefix: str) -> Iterator[str]:
+        # Pages of keys in key order, each one short statement: no read transaction stays open
+        # while the caller iterates. The prefix is a literal range, never a LIKE pattern.
+        upper = _successor(prefix) if prefix else None
+        sql = "SELECT key FROM kv WHERE ns = ? AND key >= ? AND expires_at > ?"
+        if upper is not None:
+            sql += " AND key < ?"
+        sql += f" ORDER BY key LIMIT {SCAN_PAGE}"
+        start = prefix
+        while True:
+            params: tuple[object, ...] = (self._ns, start, _now_ms())
+            rows = self._read(sql, params if upper is None else (*params, upper))
+            for (key,) in rows:
+                if key.startswith(prefix):
+                    yield key
+            if len(rows) < SCAN_PAGE:
+                return
+            start = rows[-1][0] + "\x00"  # keys hold no NUL: the next key after the last one
+
+    # -- lists ------------------------------------------------------------------------------------
+    def list_create(self, key: str, ttl_seconds: float, first: str) -> bool:
+        check_key(key)
+        check_value(first, "first")
+        ms = ttl_ms(ttl_seconds)
+        ns = self._ns
+
+        def body(conn: sqlite3.Connection) -> bool:
+            now = _now_ms()
+            # An expired row (and, by trigger, its items) makes way for the new list.
+            conn.execute(
+                "DELETE FROM kv WHERE ns = ? AND key = ? AND expires_at <= ?", (ns, key, now)
+            )
+            rows = conn.execute(
+                "INSERT INTO kv (ns, key, value, length, expires_at) VALUES (?, ?, NULL, 1, ?)"
+                " ON CONFLICT (ns, key) DO NOTHING RETURNING id",
+                (ns, key, now + ms),
+            ).fetchall()
+            if not rows:
+                return False
+            conn.execute(
+                "INSERT INTO item (list_id, idx, value) VALUES (?, 0, ?)", (rows[0][0], first)
+            )
+            return True
+
+        return self._transact(body)
+
+    def list_append(self, key: str, value: str, *, max_items: int, ttl_seconds: float) -> int:
+        check_key(key)
+        check_value(value)
+        check_max_items(max_items)
+        ms = ttl_ms(ttl_seconds)
+        ns = self._ns
+
+        def body(conn: sqlite3.Connection) -> int:
+            now = _now_ms()
+            rows = conn.execute(
+                "UPDATE kv SET length = length + 1, expires_at = ?"
+                " WHERE ns = ? AND key = ? AND expires_at > ? AND length < ?"
+                " RETURNING id, length",
+                (now + ms, ns, key, now, max_items),
+            ).fetchall()
+            if rows:
+                list_id, length = rows[0]
+                conn.execute(
+                    "INSERT INTO item (list_id, idx, value) VALUES (?, ?, ?)",
+                    (list_id, length - 1, value),
+                )
+                return int(length)
+            found = conn.execute(
+                "SELECT length FROM kv WHERE ns = ? AND key = ? AND expires_at > ?", (ns, key, now)
+            ).fetchall()
+            if not found:
+                return APPEND_MISSING
+            if found[0][0] is None:
+                raise WrongType(f"key {key!r} holds a string, not a list")
+            return APPEND_FULL
+
+        return self._transact(body)
+
+    def list_range(self, key: str, start: int = 0, stop: int | None = None) -> list[str]:
+        check_key(key)
+        if (
+            type(start) is not int
+            or start < 0
+            or (stop is not None and (type(stop) is not int or stop < 0))
+        ):
+            raise InvalidInput(f"start and stop must be non-negative ints, got {start!r}, {stop!r}")
+        # One statement, so the length check and the items come from one snapshot.
+        rows = self._read(
+            "SELECT kv.length, item.value FROM kv LEFT JOIN item"
+            " ON item.list_id = kv.id AND item.idx >= ? AND item.idx < ?"
+            " WHERE kv.ns = ? AND kv.key = ? AND kv.expires_at > ? ORDER BY item.idx",
+            (
+                min(start, _MAX_INDEX),
+                _MAX_INDEX if stop is None else min(stop, _MAX_INDEX),
+                self._ns,
+                key,
+                _now_ms(),
+            ),
+        )
+        if not rows:
+            self._misses += 1
+            return []
+        if rows[0][0] is None:
+            raise WrongType(f"key {key!r} holds a string, not a list")
+        self._hits += 1
+        return [value for _, value in rows if value is not None]
+
+    def list_length(self, key: str) -> int:
+        check_key(key)
+        rows = self._read(
+            "SELECT length FROM kv WHERE ns = ? AND key = ? AND expires_at > ?",
+            (self._ns, key, _now_ms()),
+        )
+        if not rows:
+            return 0
+        if rows[0][0] is None:
+            raise WrongType(f"key {key!r} holds a string, not a list")
+        return int(rows[0][0])
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        keys = self._read(
+            "SELECT count(*) FROM kv WHERE ns = ? AND expires_at > ?", (self._ns, _now_ms())
+        )[0][0]
+        version = self._read("PRAGMA user_version", ())[0][0]
+        file_bytes = wal_bytes = 0
+        if not self._memory:
+            with contextlib.suppress(OSError):
+                file_bytes = os.stat(self._path).st_size
+            with contextlib.suppress(OSError):
+                wal_bytes = os.stat(self._path + "-wal").st_size
+        with self._lock:
+            connections = sum(1 for entry in self._conns if entry[0] == os.getpid())
+        return {
+            "backend": self.kind,
+            "url": self.url,
+            "path": self._path,
+            "namespace": self.namespace,
+            "keys": keys,
+            "file_bytes": file_bytes,
+            "wal_bytes": wal_bytes,
+            "schema_version": version,
+            "synchronous": self._synchronous,
+            "busy_timeout_ms": self._busy_ms,
+            "connections": connections,
+            "hits": self._hits,
+            "misses": self._misses,
+            "expired": self._expired,
+        }
+
+    def close(self) -> None:
+        """Close every connection this store opened in this process. Idempotent."""
+        pid = os.getpid()
+        with self._lock:
+            self._closed = True
+            conns, self._conns = self._conns, []
+        for entry in conns:
+            if entry[0] != pid:
+                _INHERITED.append(entry[2])
+            else:
+                with contextlib.suppress(sqlite3.Error):
+                    entry[2].close()
