@@ -5,6 +5,13 @@ from __future__ import annotations
 import threadstore
 
 STORAGE_NAMES = {
+    "ThreadStore",
+    "AsyncThreadStore",
+    "Thread",
+    "Turn",
+    "History",
+    "MemoryStorage",
+    "SQLiteStorage",
     "get_storage_backend",
     "reset_storage_backend",
     "open_storage",
@@ -34,3 +41,10 @@ def test_every_error_derives_from_the_root() -> None:
 def test_seed_methods_exist_on_every_backend_class() -> None:
     for method in ("get", "set_with_ttl", "setex", "shutdown"):
         assert callable(getattr(threadstore.Storage, method))
+
+
+def test_redis_storage_is_importable_lazily() -> None:
+    from threadstore import RedisStorage
+
+    assert RedisStorage.kind == "redis"
+    assert issubclass(RedisStorage, threadstore.Storage)

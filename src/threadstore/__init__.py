@@ -25,6 +25,15 @@ from ._threads import AsyncThreadStore, ThreadStore
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    # RedisStorage needs the optional redis extra, so it is imported on first use only.
+    if name == "RedisStorage":
+        from ._redis import RedisStorage
+
+        return RedisStorage
+    raise AttributeError(f"module 'threadstore' has no attribute {name!r}")
+
 __all__ = [
     "APPEND_FULL",
     "APPEND_MISSING",
