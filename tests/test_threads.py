@@ -263,7 +263,8 @@ def test_list_threads_recent_first_and_paged(storage: Storage) -> None:
     ids = []
     for i in range(7):
         ids.append(store.create_thread(f"tool{i}"))
-        time.sleep(0.005)
+        time.sleep(0.02)
+    time.sleep(0.02)
     store.add_turn(ids[2], "user", "bump")  # most recent activity now
     page = store.list_threads(limit=3)
     assert [t.thread_id for t in page.threads] == [ids[2], ids[6], ids[5]]

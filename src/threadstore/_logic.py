@@ -262,6 +262,16 @@ class Logic:
         items: list[str] = yield Call("list_range", (thread_key(thread_id),))
         return _decode_thread(items, thread_id) if items else None
 
+    def require_thread(self, thread_id: str) -> Op[Thread]:
+        thread = yield from self.get_thread(thread_id)
+        if thread is None:
+            raise self.not_found(thread_id)
+        return thread
+
+    def count_threads(self) -> Op[int]:
+        keys: list[str] = yield Call("scan", (KEY_PREFIX,))
+        return len(keys)
+
     def get_thread_chain(self, thread_id: str, max_depth: int = 20) -> Op[list[Thread]]:
         check_thread_id(thread_id)
         if type(max_depth) is not int or max_depth < 1:
@@ -292,13 +302,13 @@ class Logic:
             raise InvalidInput(f"limit must be an int from 1 to 1000, got {limit!r}")
         after = _decode_cursor(cursor) if cursor is not None else None
         keys: list[str] = yield Call("scan", (KEY_PREFIX,))
-        now = time.time()
         # Every turn refreshes its thread's TTL, so the latest expiry is the latest activity.
         ranked: list[tuple[int, str, float]] = []
         for key in keys:
             left = yield Call("ttl", (key,))
-            if left is not None:
-                ranked.append((int((now + left) * 1000), key[len(KEY_PREFIX) :], left))
+            if left is not None:  # the clock is read as each answer arrives
+                expires_ms = int((time.time() + left) * 1000)
+                ranked.append((expires_ms, key[len(KEY_PREFIX) :], left))
         ranked.sort(reverse=True)
         if after is not None:
             ranked = [r for r in ranked if (r[0], r[1]) < after]

@@ -132,6 +132,14 @@ class ThreadStore(_Facade):
         """The whole thread, or None when it does not exist or expired."""
         return self._run(self._logic.get_thread(thread_id))
 
+    def require_thread(self, thread_id: str) -> Thread:
+        """The whole thread; ThreadNotFound (stating the timeout) when missing or expired."""
+        return self._run(self._logic.require_thread(thread_id))
+
+    def count_threads(self) -> int:
+        """How many live threads the namespace holds (walks the keys: O(threads))."""
+        return self._run(self._logic.count_threads())
+
     def get_thread_chain(self, thread_id: str, max_depth: int = 20) -> list[Thread]:
         """The thread and its ancestors, oldest first (cycle-safe, at most max_depth)."""
         return self._run(self._logic.get_thread_chain(thread_id, max_depth))
@@ -225,6 +233,12 @@ class AsyncThreadStore(_Facade):
 
     async def get_thread(self, thread_id: str) -> Thread | None:
         return await self._run(self._logic.get_thread(thread_id))
+
+    async def require_thread(self, thread_id: str) -> Thread:
+        return await self._run(self._logic.require_thread(thread_id))
+
+    async def count_threads(self) -> int:
+        return await self._run(self._logic.count_threads())
 
     async def get_thread_chain(self, thread_id: str, max_depth: int = 20) -> list[Thread]:
         return await self._run(self._logic.get_thread_chain(thread_id, max_depth))

@@ -1,0 +1,533 @@
+"""The MCP server: threadstore's tools over stdio or streamable HTTP, on the official MCP SDK 2.x.
+
+Wiring only. The tools themselves (input models, output models, domain calls) live in
+``_tools.py``; this module registers them with their annotations, opens and closes the store in
+the server's lifespan, turns every library error into a tool error that tells the model what to
+do (``tool_error``, the one place that does), and guards the HTTP transport: loopback only unless
+``allow_remote``, a bearer token (THREADSTORE_AUTH_TOKEN) required off loopback and checked on
+every request whenever it is set, Host/Origin checks against DNS rebinding.
+
+In-process use (tests, embedding)::
+
+    async with mcp.Client(build_server(url="memory://")) as client:
+        await client.call_tool("thread_create", {"tool_name": "demo"})
+"""
+
+from __future__ import annotations
+
+import hmac
+import inspect
+import ipaddress
+import json
+import logging
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
+from typing import Annotated, Any, Literal
+
+import anyio
+import anyio.to_thread
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.transport_security import TransportSecuritySettings
+from mcp.types import ToolAnnotations
+from pydantic import BaseModel, Field, ValidationError
+
+from . import _tools as t
+from ._config import Fallback, Settings, load_settings
+from ._errors import (
+    ConfigError,
+    CorruptData,
+    InvalidInput,
+    InvalidThreadId,
+    StorageUnavailable,
+    ThreadFull,
+    ThreadNotFound,
+    ThreadstoreError,
+)
+from ._factory import open_storage
+from ._models import History, ThreadPage
+from ._threads import AsyncThreadStore
+
+log = logging.getLogger("threadstore.server")
+
+Transport = Literal["stdio", "http"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
+MCP_PATH = "/mcp"
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+_ANNOTATED: Any = Annotated  # subscripted at run time with a field's type and constraints
+
+INSTRUCTIONS = """\
+threadstore keeps conversation threads alive between tool calls, processes and restarts.
+Start one with thread_create and keep its thread_id (the continuation id). Record each message
+with thread_append. Rebuild the context of a continued conversation with thread_history (give a
+token budget), or page through the raw turns with thread_get. Threads expire after a period
+without new turns (store_info shows it); a full thread is continued by a new thread created with
+parent_thread_id set to it."""
+
+
+# -- the tools ---------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    name: str
+    title: str
+    description: str
+    input: type[BaseModel]
+    output: type[BaseModel]
+    run: Callable[[AsyncThreadStore, Any], Awaitable[BaseModel]]
+    annotations: ToolAnnotations
+
+
+def _hints(*, read_only: bool = False, destructive: bool = False, idempotent: bool = False) -> Any:
+    return ToolAnnotations(
+        read_only_hint=read_only,
+        destructive_hint=destructive,
+        idempotent_hint=idempotent,
+        open_world_hint=False,
+    )
+
+
+TOOLS: tuple[ToolSpec, ...] = (
+    ToolSpec(
+        "thread_create",
+        "Start a conversation thread",
+        "Start a new conversation thread and return its thread_id (the continuation id to pass"
+        " to the other tools, in this or any later call). Set parent_thread_id to continue a"
+        " thread that is full or finished.",
+        t.CreateInput,
+        t.ThreadCreated,
+        t.thread_create,
+        _hints(),
+    ),
+    ToolSpec(
+        "thread_append",
+        "Add a turn to a thread",
+        "Append one turn (a user or assistant message) to a thread; this also refreshes the"
+        " thread's expiry.",
+        t.AppendInput,
+        t.TurnAdded,
+        t.thread_append,
+        _hints(),
+    ),
+    ToolSpec(
+        "thread_get",
+        "Read a thread",
+        "A thread's details and a page of its turns, oldest first (offset/limit; next_offset is"
+        " set while more turns follow).",
+        t.GetInput,
+        t.ThreadView,
+        t.thread_get,
+        _hints(read_only=True, idempotent=True),
+    ),
+    ToolSpec(
+        "thread_history",
+        "Conversation history within a token budget",
+        "The conversation so far as one text that fits max_tokens: the newest turns of the"
+        " thread and of its parent threads, presented oldest first, with the files they mention."
+        " Use it to restore context when a conversation continues.",
+        t.HistoryInput,
+        History,
+        t.thread_history,
+        _hints(read_only=True, idempotent=True),
+    ),
+    ToolSpec(
+        "thread_list",
+        "List threads",
+        "Live threads, most recent activity first, without their turns. Pass next_cursor back as"
+        " cursor for the next page.",
+        t.ListInput,
+        ThreadPage,
+        t.thread_list,
+        _hints(read_only=True, idempotent=True),
+    ),
+    ToolSpec(
+        "thread_delete",
+        "Delete a thread",
+        "Delete a thread and all its turns for good. deleted is false when no such thread was"
+        " live.",
+        t.DeleteInput,
+        t.ThreadDeleted,
+        t.thread_delete,
+        _hints(destructive=True, idempotent=True),
+    ),
+    ToolSpec(
+        "store_info",
+        "About this thread store",
+        "The backend (kind and URL with passwords redacted), namespace, thread expiry, turn"
+        " limit, number of live threads and the backend's statistics.",
+        t.InfoInput,
+        t.StoreInfo,
+        t.store_info,
+        _hints(read_only=True, idempotent=True),
+    ),
+)
+
+
+def tool_error(exc: ThreadstoreError, thread_id: str | None = None) -> ToolError:
+    """The one translation of library errors into what the model reads: what happened, then what
+    to do about it."""
+    if isinstance(exc, InvalidThreadId):
+        hint = (
+            "Pass thread_id exactly as thread_create returned it (thread_list shows the live"
+            " threads)."
+        )
+    elif isinstance(exc, ThreadNotFound):
+        hint = "Use thread_create for that (thread_list shows the threads still live)."
+    elif isinstance(exc, ThreadFull):
+        parent = thread_id or "<this thread's id>"
+        hint = (
+            f"Call thread_create with parent_thread_id={parent}, then append to the new"
+            " thread; its thread_history includes this one's turns."
+        )
+    elif isinstance(exc, InvalidInput):
+        hint = "Nothing was changed; correct that argument and call again."
+    elif isinstance(exc, StorageUnavailable):
+        hint = (
+            "The thread store is unreachable right now; retry later. If it persists, ask the"
+            " user to run `threadstore doctor`."
+        )
+    elif isinstance(exc, CorruptData):
+        hint = (
+            "This thread's stored data is damaged: start a new thread with thread_create"
+            " (thread_delete removes the damaged one)."
+        )
+    elif isinstance(exc, ConfigError):
+        hint = "The threadstore server is misconfigured; ask the user to run `threadstore doctor`."
+    else:
+        hint = ""
+    text = str(exc).strip()
+    return ToolError(f"{text} {hint}".strip())
+
+
+def _validation_error(exc: ValidationError) -> ToolError:
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or 'arguments'}: {err['msg']}"
+        for err in exc.errors()
+    )
+    return ToolError(f"invalid arguments ({problems}). Correct them and call again.")
+
+
+def _parameters(model: type[BaseModel]) -> list[inspect.Parameter]:
+    """The input model's fields as keyword parameters, constraints and descriptions included,
+    so the SDK publishes the model's schema and validates against it."""
+    params = []
+    for name, field in model.model_fields.items():
+        extra = Field(description=field.description)
+        annotation = _ANNOTATED[(field.annotation, *field.metadata, extra)]
+        default = inspect.Parameter.empty if field.is_required() else field.default
+        params.append(
+            inspect.Parameter(
+                name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
+            )
+        )
+    return params
+
+
+def _handler(spec: ToolSpec) -> Callable[..., Awaitable[BaseModel]]:
+    async def handler(ctx: Context[Any, Any], **arguments: Any) -> BaseModel:
+        store: AsyncThreadStore = ctx.request_context.lifespan_context
+        try:
+            args = spec.input.model_validate(arguments)
+        except ValidationError as exc:
+            raise _validation_error(exc) from None
+        try:
+            return await spec.run(store, args)
+        except ThreadstoreError as exc:
+            raise tool_error(exc, getattr(args, "thread_id", None)) from None
+        except Exception:
+            log.exception("threadstore: tool %s failed unexpectedly", spec.name)
+            raise ToolError(
+                f"{spec.name} failed with an internal error (details are in the server log);"
+                " retry once, then ask the user to run `threadstore doctor`."
+            ) from None
+
+    ctx_param = inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context)
+    signature = inspect.Signature(
+        [ctx_param, *_parameters(spec.input)], return_annotation=spec.output
+    )
+    handler.__signature__ = signature  # type: ignore[attr-defined]
+    handler.__annotations__ = {"ctx": Context, "return": spec.output}
+    handler.__name__ = handler.__qualname__ = spec.name
+    handler.__doc__ = spec.description
+    return handler
+
+
+# -- the server --------------------------------------------------------------------------------
+@asynccontextmanager
+async def open_store(
+    url: str | None = None,
+    *,
+    namespace: str | None = None,
+    ttl_seconds: float | None = None,
+    max_turns: int | None = None,
+    fallback: Fallback | None = None,
+    settings: Settings | None = None,
+) -> AsyncIterator[AsyncThreadStore]:
+    """An AsyncThreadStore on ``url`` (default THREADSTORE_URL, else the SQLite file in the
+    state directory), closed on exit. Opening runs off the event loop."""
+    settings = settings or load_settings()
+    target = url or settings.url or settings.default_sqlite_url
+    opener = partial(
+        open_storage, target, namespace=namespace, fallback=fallback, settings=settings
+    )
+    storage = await anyio.to_thread.run_sync(opener)
+    try:
+        store = AsyncThreadStore(
+            storage,
+            ttl_seconds=settings.ttl_seconds if ttl_seconds is None else ttl_seconds,
+            max_turns=settings.max_turns if max_turns is None else max_turns,
+        )
+        log.info(
+            "threadstore: %s store at %s (namespace %r, threads expire %g h after their last"
+            " turn, at most %d turns)",
+            storage.kind,
+            storage.url,
+            storage.namespace,
+            store.ttl_seconds / 3600,
+            store.max_turns,
+        )
+        yield store
+    finally:
+        aclose = getattr(storage, "aclose", None)  # Redis: close the async pools on this loop
+        if aclose is not None:
+            await aclose()
+        else:
+            await anyio.to_thread.run_sync(storage.close)
+
+
+def build_server(
+    store: AsyncThreadStore | None = None,
+    *,
+    url: str | None = None,
+    namespace: str | None = None,
+    ttl_seconds: float | None = None,
+    max_turns: int | None = None,
+    fallback: Fallback | None = None,
+    settings: Settings | None = None,
+    log_level: LogLevel = "INFO",
+) -> MCPServer[AsyncThreadStore]:
+    """The MCP server with threadstore's seven tools.
+
+    With ``store``, the tools use it and the caller closes it. Otherwise the server's lifespan
+    opens a store on ``url`` (default THREADSTORE_URL, else the SQLite file in the user's state
+    directory; never memory) when the server starts and closes it when the server stops.
+    """
+    from . import __version__
+
+    @asynccontextmanager
+    async def lifespan(_: MCPServer[AsyncThreadStore]) -> AsyncIterator[AsyncThreadStore]:
+        if store is not None:
+            yield store
+            return
+        async with open_store(
+            url,
+            namespace=namespace,
+            ttl_seconds=ttl_seconds,
+            max_turns=max_turns,
+            fallback=fallback,
+            settings=settings,
+        ) as opened:
+            yield opened
+
+    server: MCPServer[AsyncThreadStore] = MCPServer(
+        "threadstore",
+        title="threadstore",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        lifespan=lifespan,
+        log_level=log_level,
+    )
+    for spec in TOOLS:
+        server.add_tool(
+            _handler(spec),
+            name=spec.name,
+            title=spec.title,
+            description=spec.description,
+            annotations=spec.annotations,
+            structured_output=True,
+        )
+    return server
+
+
+# -- HTTP ----------------------------------------------------------------------------------------
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_header(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def security_settings(
+    host: str, port: int, allowed_hosts: Sequence[str] = ()
+) -> TransportSecuritySettings:
+    """DNS-rebinding protection: only Host headers naming this server are served (the loopback
+    names, the bound address unless it is a wildcard, and ``allowed_hosts``), and only browser
+    Origins on those names."""
+    names = list(LOOPBACK_NAMES)
+    if host not in ("0.0.0.0", "::") and _host_header(host) not in names:  # noqa: S104
+        names.append(_host_header(host))
+    hosts = [f"{name}:{port}" for name in names]
+    for extra in allowed_hosts:
+        hosts += (
+            [extra, f"{extra}:{port}"] if not extra.endswith("]") and ":" not in extra else [extra]
+        )
+    origins = [f"{scheme}://{h}" for h in hosts for scheme in ("http", "https")]
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
+    )
+
+
+class BearerAuth:
+    """ASGI middleware: every HTTP request must carry ``Authorization: Bearer <token>``, compared
+    in constant time; anything else gets 401 before it reaches the MCP app."""
+
+    def __init__(self, app: Any, token: str) -> None:
+        self.app = app
+        self._token = token.encode()
+
+    def authorized(self, headers: Sequence[tuple[bytes, bytes]]) -> bool:
+        ok = False
+        for name, value in headers:
+            if name.lower() == b"authorization":
+                scheme, _, credentials = value.strip().partition(b" ")
+                if scheme.lower() == b"bearer":
+                    ok = hmac.compare_digest(credentials.strip(), self._token) or ok
+        return ok
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and not self.authorized(scope.get("headers", ())):
+            body = json.dumps(
+                {
+                    "error": "invalid_token",
+                    "error_description": "send Authorization: Bearer <THREADSTORE_AUTH_TOKEN>",
+                }
+            ).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 401,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                        (b"www-authenticate", b'Bearer realm="threadstore"'),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+
+def check_http_options(host: str, *, allow_remote: bool, token: str | None) -> None:
+    """Refuse unsafe HTTP settings before anything starts (ConfigError, exit code 2)."""
+    if not host:
+        raise ConfigError("--host must not be empty")
+    if is_loopback(host):
+        return
+    if not allow_remote:
+        raise ConfigError(
+            f"refusing to listen on {host}, which is not a loopback address: pass --allow-remote"
+            " (and set THREADSTORE_AUTH_TOKEN) to serve other machines"
+        )
+    if not token:
+        raise ConfigError(
+            f"refusing to listen on {host} without authentication: set THREADSTORE_AUTH_TOKEN to"
+            " a long random secret; clients then send Authorization: Bearer <token>"
+        )
+
+
+# -- running -------------------------------------------------------------------------------------
+def configure_logging(level: LogLevel = "INFO") -> None:
+    """Log to stderr only: in stdio mode stdout carries the protocol."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+def serve(
+    url: str | None = None,
+    *,
+    transport: Transport = "stdio",
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    allow_remote: bool = False,
+    allowed_hosts: Sequence[str] = (),
+    namespace: str | None = None,
+    log_level: LogLevel = "INFO",
+    settings: Settings | None = None,
+) -> None:
+    """Run the server until the client disconnects (stdio) or the process is interrupted (HTTP).
+
+    The store is opened before the transport starts, so a bad URL or an unreachable backend
+    fails at once with its ThreadstoreError, and closed when the transport stops.
+    """
+    settings = settings or load_settings()
+    if transport not in ("stdio", "http"):
+        raise ConfigError(f"unknown transport {transport!r}: expected 'stdio' or 'http'")
+    if transport == "http":
+        check_http_options(host, allow_remote=allow_remote, token=settings.auth_token)
+    configure_logging(log_level)
+
+    async def main() -> None:
+        async with open_store(url, namespace=namespace, settings=settings) as store:
+            server = build_server(store, log_level=log_level)
+            if transport == "stdio":
+                await server.run_stdio_async()
+            else:
+                await _serve_http(server, host, port, allowed_hosts, settings.auth_token, log_level)
+
+    anyio.run(main)
+
+
+async def _serve_http(
+    server: MCPServer[AsyncThreadStore],
+    host: str,
+    port: int,
+    allowed_hosts: Sequence[str],
+    token: str | None,
+    log_level: LogLevel,
+) -> None:
+    import uvicorn
+
+    app: Any = server.streamable_http_app(
+        streamable_http_path=MCP_PATH,
+        transport_security=security_settings(host, port, allowed_hosts),
+        host=host,
+    )
+    if token:
+        app = BearerAuth(app, token)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,  # our stderr handler, not uvicorn's (its access log goes to stdout)
+        log_level=log_level.lower(),
+        lifespan="on",
+        server_header=False,
+    )
+    web = uvicorn.Server(config)
+    log.info(
+        "threadstore: MCP over streamable HTTP at http://%s:%d%s (%s)",
+        _host_header(host),
+        port,
+        MCP_PATH,
+        "bearer token required" if token else "no token: loopback clients only",
+    )
+    await web.serve()
+    if not web.started:
+        raise StorageUnavailable(f"the HTTP server could not start on {_host_header(host)}:{port}")
