@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import time
+import logging
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,6 +26,7 @@ from ._models import ROLES, History, Thread, ThreadMeta, ThreadPage, ThreadSumma
 from ._storage import APPEND_FULL, APPEND_MISSING, check_ttl
 
 T = TypeVar("T")
+log = logging.getLogger("threadstore")
 
 DEFAULT_MAX_TURN_BYTES = 1_000_000
 """Largest stored turn (its JSON, in UTF-8 bytes): content, files, images and metadata."""
@@ -133,8 +134,19 @@ def _decode_thread(items: list[str], thread_id: str) -> Thread:
     )
 
 
-def _encode_cursor(expires_ms: int, thread_id: str) -> str:
-    return base64.urlsafe_b64encode(f"{expires_ms}:{thread_id}".encode()).decode().rstrip("=")
+def _last_activity(raw: str, thread_id: str, length: int) -> datetime:
+    """When the thread last changed: its last turn's time, or its creation for no turns."""
+    if length == 1:
+        return _decode_meta(raw, thread_id).created_at
+    return _decode_turn(raw, thread_id, length - 1).timestamp
+
+
+def _micros(stamp: datetime) -> int:
+    return int(stamp.timestamp()) * 1_000_000 + stamp.microsecond
+
+
+def _encode_cursor(micros: int, thread_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{micros}:{thread_id}".encode()).decode().rstrip("=")
 
 
 def _decode_cursor(cursor: object) -> tuple[int, str]:
@@ -142,8 +154,8 @@ def _decode_cursor(cursor: object) -> tuple[int, str]:
         raise InvalidInput("cursor must be the next_cursor string of a previous page")
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        expires, _, thread_id = raw.partition(":")
-        return int(expires), check_thread_id(thread_id)
+        micros, _, thread_id = raw.partition(":")
+        return int(micros), check_thread_id(thread_id)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidInput(
             f"invalid cursor {cursor[:40]!r}: pass the next_cursor of a previous page"
@@ -302,45 +314,48 @@ class Logic:
             raise InvalidInput(f"limit must be an int from 1 to 1000, got {limit!r}")
         after = _decode_cursor(cursor) if cursor is not None else None
         keys: list[str] = yield Call("scan", (KEY_PREFIX,))
-        # Every turn refreshes its thread's TTL, so the latest expiry is the latest activity.
-        ranked: list[tuple[int, str, float]] = []
+        # Ranked by the stored time of the last turn (or creation): deterministic, so a cursor
+        # (last activity, id) pages without gaps or repeats while threads keep changing.
+        ranked: list[tuple[int, str, int]] = []
         for key in keys:
-            left = yield Call("ttl", (key,))
-            if left is not None:  # the clock is read as each answer arrives
-                expires_ms = int((time.time() + left) * 1000)
-                ranked.append((expires_ms, key[len(KEY_PREFIX) :], left))
+            thread_id = key[len(KEY_PREFIX) :]
+            length: int = yield Call("list_length", (key,))
+            if not length:
+                continue  # expired meanwhile
+            last: list[str] = yield Call("list_range", (key, length - 1, length))
+            if last:
+                try:
+                    stamp = _last_activity(last[0], thread_id, length)
+                except CorruptData as exc:
+                    log.warning("threadstore: list_threads skips a thread: %s", exc)
+                    continue
+                ranked.append((_micros(stamp), thread_id, length))
         ranked.sort(reverse=True)
         if after is not None:
             ranked = [r for r in ranked if (r[0], r[1]) < after]
         summaries: list[ThreadSummary] = []
-        for _expires_ms, thread_id, left in ranked[:limit]:
-            summary = yield from self._summary(thread_id, left)
+        for _, thread_id, length in ranked[:limit]:
+            summary = yield from self._summary(thread_id, length)
             if summary is not None:
                 summaries.append(summary)
         more = len(ranked) > limit
         next_cursor = _encode_cursor(ranked[limit - 1][0], ranked[limit - 1][1]) if more else None
         return ThreadPage(threads=summaries, next_cursor=next_cursor)
 
-    def _summary(self, thread_id: str, left: float) -> Op[ThreadSummary | None]:
+    def _summary(self, thread_id: str, length: int) -> Op[ThreadSummary | None]:
         key = thread_key(thread_id)
-        length: int = yield Call("list_length", (key,))
-        if length == 0:
-            return None  # expired meanwhile
         head: list[str] = yield Call("list_range", (key, 0, 1))
-        if not head:
-            return None
+        left: float | None = yield Call("ttl", (key,))
+        last: list[str] = yield Call("list_range", (key, length - 1, length))
+        if not head or left is None or not last:
+            return None  # expired meanwhile
         meta = _decode_meta(head[0], thread_id)
-        last_updated: datetime = meta.created_at
-        if length > 1:
-            last: list[str] = yield Call("list_range", (key, length - 1, length))
-            if last:
-                last_updated = _decode_turn(last[0], thread_id, length - 1).timestamp
         return ThreadSummary(
             thread_id=thread_id,
             parent_thread_id=meta.parent_thread_id,
             tool_name=meta.tool_name,
             created_at=meta.created_at,
-            last_updated_at=last_updated,
+            last_updated_at=_last_activity(last[0], thread_id, length),
             turn_count=length - 1,
             expires_in_seconds=round(left, 3),
         )
