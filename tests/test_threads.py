@@ -322,6 +322,7 @@ def test_corrupt_turn_is_reported_for_that_thread_only(store: ThreadStore) -> No
         store.get_thread(bad)
     assert store.get_thread(good) is not None
     store.add_turn(good, "user", "still works")
+    assert [t.thread_id for t in store.list_threads().threads] == [good]  # the bad one skipped
 
 
 def test_many_threads_append_to_one_thread(store: ThreadStore) -> None:
