@@ -181,16 +181,7 @@ def _open(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
     [
         "memory",
         "sqlite",
-        pytest.param(
-            "redis",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=UnicodeEncodeError,
-                reason="bug: RedisStorage lets redis-py's UnicodeEncodeError escape for a str"
-                " with a lone surrogate (set_with_ttl, list_create, list_append, keys too);"
-                " every error must be a ThreadstoreError (InvalidInput, as SQLite does)",
-            ),
-        ),
+        pytest.param("redis", marks=pytest.mark.redis),
     ],
 )
 def test_unencodable_text_is_stored_or_refused_cleanly(
@@ -219,12 +210,6 @@ def test_unencodable_text_is_stored_or_refused_cleanly(
         store.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="contract gap: memory stores lone surrogates, SQLite refuses them with InvalidInput"
-    " (and Redis raises UnicodeEncodeError); the contract should say which (suggest: check_value"
-    " and check_key reject text that does not encode to UTF-8, on every backend)",
-)
 def test_backends_agree_on_unencodable_text(tmp_path: Path) -> None:
     answers = {}
     for kind in ("memory", "sqlite"):

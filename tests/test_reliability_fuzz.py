@@ -261,13 +261,6 @@ def test_fuzz_figures() -> None:
     record("fuzz api", inputs_tried=dict(sorted(TALLY.items())), stored=0, other_threads_changed=0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="bug: metadata / initial_context nested ~1000 levels deep raise RecursionError from"
-    " json.dumps in _logic._json_dict (only TypeError/ValueError are caught); expected"
-    " InvalidInput",
-)
 @pytest.mark.parametrize("where", ["metadata", "initial_context"])
 def test_deeply_nested_json_is_invalid_input(where: str) -> None:
     deep: list[Any] = []

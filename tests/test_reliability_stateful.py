@@ -388,12 +388,6 @@ def test_shared_backends_match_the_model(
     check.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: memory eviction picks any key of the earliest one-second bucket, so a live key"
-    " can be evicted while an expired key of the same bucket keeps its slot (_memory.py"
-    " docstring: 'expired-but-unswept keys always go before any live one')",
-)
 def test_memory_evicts_expired_keys_before_live_ones() -> None:
     """Two slots: an expired key and a live one in the same second; a third key needs a slot."""
     lost = []

@@ -19,11 +19,11 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from ._errors import CorruptData, InvalidInput, ThreadFull, ThreadNotFound
+from ._errors import CorruptData, InvalidInput, ThreadFull, ThreadNotFound, WrongType
 from ._history import TokenCounter, build_history
 from ._ids import KEY_PREFIX, check_thread_id, new_thread_id, thread_key
 from ._models import ROLES, History, Thread, ThreadMeta, ThreadPage, ThreadSummary, Turn, utcnow
-from ._storage import APPEND_FULL, APPEND_MISSING, check_ttl
+from ._storage import APPEND_FULL, APPEND_MISSING, check_text, check_ttl
 
 T = TypeVar("T")
 log = logging.getLogger("threadstore")
@@ -55,13 +55,7 @@ def _text(value: object, what: str, *, limit: int | None = None, empty: bool = T
         raise InvalidInput(f"{what} must not be empty")
     if limit is not None and len(value) > limit:
         raise InvalidInput(f"{what} is {len(value)} characters long; the maximum is {limit}")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidInput(
-            f"{what} is not valid Unicode text: unpaired surrogate at position {exc.start}"
-        ) from None
-    return value
+    return check_text(value, what)
 
 
 def _name(value: object, what: str) -> str | None:
@@ -84,6 +78,8 @@ def _json_dict(value: object, what: str, limit: int) -> dict[str, Any] | None:
     try:
         encoded = json.dumps(value, allow_nan=False, ensure_ascii=False)
         size = len(encoded.encode("utf-8"))
+    except RecursionError:
+        raise InvalidInput(f"{what} is nested too deeply to store as JSON") from None
     except (TypeError, ValueError) as exc:
         raise InvalidInput(
             f"{what} must hold only JSON values (dicts with str keys, lists, str, finite numbers,"
@@ -318,18 +314,13 @@ class Logic:
         # (last activity, id) pages without gaps or repeats while threads keep changing.
         ranked: list[tuple[int, str, int]] = []
         for key in keys:
-            thread_id = key[len(KEY_PREFIX) :]
-            length: int = yield Call("list_length", (key,))
-            if not length:
-                continue  # expired meanwhile
-            last: list[str] = yield Call("list_range", (key, length - 1, length))
-            if last:
-                try:
-                    stamp = _last_activity(last[0], thread_id, length)
-                except CorruptData as exc:
-                    log.warning("threadstore: list_threads skips a thread: %s", exc)
-                    continue
-                ranked.append((_micros(stamp), thread_id, length))
+            try:
+                entry = yield from self._rank(key[len(KEY_PREFIX) :])
+            except (CorruptData, WrongType) as exc:  # one damaged thread does not hide the rest
+                log.warning("threadstore: list_threads skips a thread: %s", exc)
+                continue
+            if entry is not None:
+                ranked.append(entry)
         ranked.sort(reverse=True)
         if after is not None:
             ranked = [r for r in ranked if (r[0], r[1]) < after]
@@ -341,6 +332,17 @@ class Logic:
         more = len(ranked) > limit
         next_cursor = _encode_cursor(ranked[limit - 1][0], ranked[limit - 1][1]) if more else None
         return ThreadPage(threads=summaries, next_cursor=next_cursor)
+
+    def _rank(self, thread_id: str) -> Op[tuple[int, str, int] | None]:
+        """(last activity in µs, id, length) of a live thread; None if it expired meanwhile."""
+        key = thread_key(thread_id)
+        length: int = yield Call("list_length", (key,))
+        if not length:
+            return None
+        last: list[str] = yield Call("list_range", (key, length - 1, length))
+        if not last:
+            return None
+        return _micros(_last_activity(last[0], thread_id, length)), thread_id, length
 
     def _summary(self, thread_id: str, length: int) -> Op[ThreadSummary | None]:
         key = thread_key(thread_id)
@@ -364,6 +366,15 @@ class Logic:
     def thread_ids(self) -> Op[list[str]]:
         keys: list[str] = yield Call("scan", (KEY_PREFIX,))
         return sorted(k[len(KEY_PREFIX) :] for k in keys)
+
+    def export_line(self, thread_id: str) -> Op[str | None]:
+        """One thread as a JSON line; None when it expired meanwhile or is damaged (logged)."""
+        try:
+            thread = yield from self.get_thread(thread_id)
+        except (CorruptData, WrongType) as exc:
+            log.warning("threadstore: export skips a thread: %s", exc)
+            return None
+        return None if thread is None else thread.model_dump_json(exclude_none=True)
 
     def import_thread(self, line: str, *, replace: bool = False) -> Op[bool]:
         """Store one exported JSON line; False when the thread exists and ``replace`` is off."""

@@ -24,6 +24,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
+from itertools import islice
 from typing import Any
 
 from ._config import DEFAULT_NAMESPACE
@@ -38,6 +39,7 @@ from ._storage import (
     check_key,
     check_max_items,
     check_prefix,
+    check_text,
     check_ttl,
     check_value,
 )
@@ -46,6 +48,7 @@ DEFAULT_MAX_KEYS = 1_000_000
 DEFAULT_MAX_BYTES = 1 << 30  # 1 GiB of keys and values, as measured by sys.getsizeof
 SWEEP_BATCH = 64  # keys dropped per lock hold by the sweeper (tens of microseconds)
 WRITE_SWEEP = 4  # keys a write drops on the side when a bucket is due
+EVICT_SAMPLE = 16  # keys of the earliest bucket compared to pick the soonest to expire
 _ITEM_OVERHEAD = 8  # one list slot per list item
 
 _sizeof = sys.getsizeof
@@ -152,11 +155,15 @@ class MemoryStorage(Storage):
         return False
 
     def _evict_one(self, now: float) -> bool:
-        due, buckets = self._due, self._buckets
+        """Evict the key closest to expiry: the soonest among a few keys of the earliest bucket
+        (all of them when it holds at most EVICT_SAMPLE), so an expired key goes first."""
+        due, buckets, data = self._due, self._buckets, self._data
         while due:
             bucket = buckets[due[0]]
             if bucket:
-                _, expires_at, size = self._data.pop(bucket.pop())
+                key = min(islice(bucket, EVICT_SAMPLE), key=lambda k: data[k][1])
+                bucket.discard(key)
+                _, expires_at, size = data.pop(key)
                 self._bytes -= size
                 if expires_at <= now:
                     self._expired += 1
@@ -219,7 +226,10 @@ class MemoryStorage(Storage):
             check_value(value)
         ttl = ttl_seconds if ttl_seconds is self._good_ttl else self._check_ttl(ttl_seconds)
         # Values are counted exactly (ASCII without a sys.getsizeof call), keys by length.
-        size = _ASCII_HEADER + (len(value) + _ASCII_HEADER if value.isascii() else _sizeof(value))
+        if value.isascii():
+            size = len(value) + _TWO_HEADERS
+        else:
+            size = _ASCII_HEADER + _sizeof(check_text(value, "value"))
         if size > self._max_value_bytes:
             self._refuse(size)
         lock = self._lock

@@ -30,6 +30,18 @@ APPEND_FULL = -1
 """list_append result: the list already holds max_items items; nothing was appended."""
 
 
+def check_text(text: str, what: str) -> str:
+    """Refuse text that cannot be stored as UTF-8 (an unpaired surrogate from a bad decode)."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidInput(
+                f"{what} is not valid Unicode text: unpaired surrogate at position {exc.start}"
+            ) from None
+    return text
+
+
 def check_key(key: object) -> str:
     if type(key) is not str:
         raise InvalidInput(f"key must be a str, got {type(key).__name__}")
@@ -39,13 +51,13 @@ def check_key(key: object) -> str:
         if "\x00" in key:
             raise InvalidInput("key must not contain NUL characters")
         raise InvalidInput(f"key is {len(key)} characters long; the maximum is {MAX_KEY_LENGTH}")
-    return key
+    return check_text(key, "key")
 
 
 def check_value(value: object, what: str = "value") -> str:
     if type(value) is not str:
         raise InvalidInput(f"{what} must be a str, got {type(value).__name__}")
-    return value
+    return check_text(value, what)
 
 
 def check_ttl(ttl_seconds: object) -> float:

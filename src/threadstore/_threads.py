@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from ._config import load_settings
-from ._errors import InvalidInput
+from ._errors import InvalidInput, ThreadstoreError
 from ._factory import get_storage_backend
 from ._history import TokenCounter
 from ._logic import DEFAULT_MAX_METADATA_BYTES, DEFAULT_MAX_TURN_BYTES, Call, Logic, Op
@@ -21,10 +21,6 @@ from ._models import History, Thread, ThreadPage, Turn
 from ._storage import Storage
 
 T = TypeVar("T")
-
-
-def _line(thread: Thread) -> str:
-    return thread.model_dump_json(exclude_none=True)
 
 
 def _numbered(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
@@ -83,10 +79,14 @@ class ThreadStore(_Facade):
         try:
             call: Call = next(op)
             while True:
-                result: Any = getattr(storage, call.method)(*call.args, **call.kwargs)
-                if call.method == "scan":
-                    result = list(result)
-                call = op.send(result)
+                try:
+                    result: Any = getattr(storage, call.method)(*call.args, **call.kwargs)
+                    if call.method == "scan":
+                        result = list(result)
+                except ThreadstoreError as exc:  # the operation may handle it
+                    call = op.throw(exc)
+                else:
+                    call = op.send(result)
         except StopIteration as done:
             value: T = done.value
             return value
@@ -161,11 +161,12 @@ class ThreadStore(_Facade):
         return self._run(self._logic.delete_thread(thread_id))
 
     def export_threads(self) -> Iterator[str]:
-        """Every live thread as one JSON line (no trailing newline), for backup or migration."""
+        """Every live thread as one JSON line (no trailing newline), for backup or migration.
+        A damaged thread is skipped with a warning in the log, so it cannot block the others."""
         for thread_id in self._run(self._logic.thread_ids()):
-            thread = self.get_thread(thread_id)
-            if thread is not None:
-                yield _line(thread)
+            line = self._run(self._logic.export_line(thread_id))
+            if line is not None:
+                yield line
 
     def import_threads(self, lines: Iterable[str], *, replace: bool = False) -> int:
         """Store exported JSON lines; returns how many threads were written (existing ones are
@@ -188,8 +189,12 @@ class AsyncThreadStore(_Facade):
         try:
             call: Call = next(op)
             while True:
-                result: Any = await aio.call(call.method, *call.args, **call.kwargs)
-                call = op.send(result)
+                try:
+                    result: Any = await aio.call(call.method, *call.args, **call.kwargs)
+                except ThreadstoreError as exc:  # the operation may handle it
+                    call = op.throw(exc)
+                else:
+                    call = op.send(result)
         except StopIteration as done:
             value: T = done.value
             return value
@@ -258,9 +263,9 @@ class AsyncThreadStore(_Facade):
 
     async def export_threads(self) -> AsyncIterator[str]:
         for thread_id in await self._run(self._logic.thread_ids()):
-            thread = await self.get_thread(thread_id)
-            if thread is not None:
-                yield _line(thread)
+            line = await self._run(self._logic.export_line(thread_id))
+            if line is not None:
+                yield line
 
     async def import_threads(self, lines: Iterable[str], *, replace: bool = False) -> int:
         written = 0
