@@ -107,7 +107,9 @@ class TestCommands:
         c = Commands("ns")
         assert c.scan_match("") == "ns:*"
         assert c.scan_match("a*b?[c]\\") == "ns:a\\*b\\?\\[c\\]\\\\*"
-        assert c.scan_page("ns:*", 0).parse(("17", ["ns:a", "ns:b"])) == (17, ["a", "b"])
+        page = c.scan_page("ns:*", 0)
+        assert page.raw
+        assert page.parse((b"17", [b"ns:a", b"ns:b", b"ns:\xff"])) == (17, ["a", "b"])
 
     def test_ttl_replies(self) -> None:
         parse = Commands("ns").ttl("k").parse

@@ -510,12 +510,6 @@ def test_export_skips_a_corrupt_thread(storage: Storage) -> None:
     assert ids["good"] in exported[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: SQLite reports a stored value that is not valid UTF-8 as StorageUnavailable"
-    " ('Could not decode to UTF-8 column') instead of CorruptData for that key, and returns"
-    " bytes (not str) for a BLOB value",
-)
 def test_sqlite_undecodable_row_is_corrupt_data_for_that_key(tmp_path: Path) -> None:
     path = tmp_path / "rows.db"
     storage = open_storage(f"sqlite:///{path}", fallback="fail")
@@ -558,12 +552,6 @@ def test_redis_undecodable_value_is_corrupt_data_for_that_key(redis_url: str) ->
 
 
 @pytest.mark.redis
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: one key in the namespace whose name is not UTF-8 (written by another client)"
-    " makes RedisStorage.scan() raise CorruptData for the whole scan, so list_threads and"
-    " export fail; expected: skip that key (it cannot be a threadstore key)",
-)
 def test_redis_one_undecodable_key_name_does_not_break_scan(redis_url: str) -> None:
     import redis
 

@@ -44,6 +44,7 @@ import redis
 import redis.asyncio
 import redis.asyncio.retry
 from redis.backoff import NoBackoff
+from redis.client import NEVER_DECODE
 from redis.connection import parse_url as _untyped_parse_url
 from redis.exceptions import (
     AuthenticationError,
@@ -139,6 +140,13 @@ class Cmd(NamedTuple):
     """The caller's key (no namespace), for error messages."""
     idempotent: bool
     """True when sending it twice leaves the same state: safe to retry after a lost reply."""
+    raw: bool = False
+    """Read the reply as bytes (the parser decodes what it can): for SCAN, whose reply may
+    hold key names that other clients wrote in another encoding."""
+
+
+_RAW_REPLY: dict[str, Any] = {NEVER_DECODE: True}
+_DECODED_REPLY: dict[str, Any] = {}
 
 
 def _same(reply: Any) -> Any:
@@ -249,10 +257,16 @@ class Commands:
         cut = len(self.prefix)
 
         def parse(reply: Any) -> tuple[int, list[str]]:
-            next_cursor, keys = reply
-            return int(next_cursor), [k[cut:] for k in keys]
+            next_cursor, raw_keys = reply
+            keys = []
+            for raw in raw_keys:
+                try:
+                    keys.append(raw.decode("utf-8")[cut:])
+                except UnicodeDecodeError:
+                    continue  # not UTF-8, so not a key threadstore wrote: skip it
+            return int(next_cursor), keys
 
-        return Cmd(("SCAN", cursor, "MATCH", match, "COUNT", SCAN_COUNT), parse, match, True)
+        return Cmd(("SCAN", cursor, "MATCH", match, "COUNT", SCAN_COUNT), parse, match, True, True)
 
 
 # -- failure policy, shared by both executors -------------------------------------------------
@@ -474,7 +488,9 @@ class RedisStorage(Storage):
         attempt = 0
         while True:
             try:
-                reply = self._client.execute_command(*cmd.args)
+                reply = self._client.execute_command(
+                    *cmd.args, **(_RAW_REPLY if cmd.raw else _DECODED_REPLY)
+                )
                 break
             except _DRIVER_ERRORS as exc:
                 attempt += 1
@@ -642,7 +658,9 @@ class RedisAsyncOps:
         attempt = 0
         while True:
             try:
-                reply = await client.execute_command(*cmd.args)
+                reply = await client.execute_command(
+                    *cmd.args, **(_RAW_REPLY if cmd.raw else _DECODED_REPLY)
+                )
                 break
             except _DRIVER_ERRORS as exc:
                 attempt += 1

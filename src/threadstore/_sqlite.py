@@ -445,6 +445,12 @@ class SQLiteStorage(Storage):
         return conn
 
     # -- error handling ---------------------------------------------------------------------------
+    def _undecodable(self, key: str) -> CorruptData:
+        return CorruptData(
+            f"key {key!r} in sqlite database {self._path} holds a value that is not UTF-8 text"
+            " (written by another program?); delete or rewrite that key"
+        )
+
     def _translate(self, exc: sqlite3.Error) -> ThreadstoreError:
         where = f"sqlite database {self._path}"
         if isinstance(exc, sqlite3.ProgrammingError) and self._closed:
@@ -513,9 +519,15 @@ class SQLiteStorage(Storage):
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
 
-    def _read(self, sql: str, params: tuple[object, ...]) -> list[Any]:
+    def _read(self, sql: str, params: tuple[object, ...], key: str = "") -> list[Any]:
         try:
             return self._cursor().execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "decode" in str(exc):  # text written by another program, not UTF-8
+                raise self._undecodable(key) from None
+            return self._retry_after(
+                exc, lambda: self._cursor().execute(sql, params).fetchall(), time.monotonic()
+            )
         except sqlite3.Error as exc:
             return self._retry_after(
                 exc, lambda: self._cursor().execute(sql, params).fetchall(), time.monotonic()
@@ -601,11 +613,14 @@ class SQLiteStorage(Storage):
         rows = self._read(
             "SELECT value FROM kv WHERE ns = ? AND key = ? AND expires_at > ?",
             (self._ns, key, _now_ms()),
+            key,
         )
         if rows:
             value: str | None = rows[0][0]
-            if value is None:
-                raise WrongType(f"key {key!r} holds a list, not a string")
+            if type(value) is not str:
+                if value is None:
+                    raise WrongType(f"key {key!r} holds a list, not a string")
+                raise self._undecodable(key)  # a BLOB
             self._hits += 1
             return value
         self._misses += 1
@@ -764,14 +779,18 @@ class SQLiteStorage(Storage):
                 key,
                 _now_ms(),
             ),
+            key,
         )
         if not rows:
             self._misses += 1
             return []
         if rows[0][0] is None:
             raise WrongType(f"key {key!r} holds a string, not a list")
+        items = [value for _, value in rows if value is not None]
+        if any(type(v) is not str for v in items):
+            raise self._undecodable(key)  # a BLOB
         self._hits += 1
-        return [value for _, value in rows if value is not None]
+        return items
 
     def list_length(self, key: str) -> int:
         check_key(key)
