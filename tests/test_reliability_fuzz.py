@@ -369,12 +369,6 @@ def test_bad_input_through_the_mcp_client() -> None:
     record("fuzz mcp client", inputs_tried=len(tried), is_error_every_time=True, stored=0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: an unknown tool argument (e.g. a misspelt 'metadta') is silently dropped and"
-    " the turn stored without it, although the tool input models say extra='forbid' (the SDK"
-    " strips unknown arguments before the handler validates them)",
-)
 def test_unknown_tool_argument_is_an_error() -> None:
     from mcp import Client
 

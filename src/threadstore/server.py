@@ -33,7 +33,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import ToolAnnotations
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import _tools as t
 from ._config import Fallback, Settings, load_settings
@@ -351,7 +351,26 @@ def build_server(
             annotations=spec.annotations,
             structured_output=True,
         )
+        _forbid_unknown_arguments(server, spec.name)
     return server
+
+
+def _forbid_unknown_arguments(server: MCPServer[Any], name: str) -> None:
+    """Make a misspelt argument an error instead of silently dropping it.
+
+    The SDK builds each tool's argument model from the handler's signature and ignores extra
+    keys; FuncMetadata documents its fields as read live, so a stricter subclass is swapped in
+    and the published schema says ``additionalProperties: false``.
+    """
+    tool = server._tool_manager.get_tool(name)
+    if tool is None:  # pragma: no cover - registered just above
+        return
+    loose = tool.fn_metadata.arg_model
+    strict: type[BaseModel] = type(
+        loose.__name__, (loose,), {"model_config": ConfigDict(extra="forbid")}
+    )
+    tool.fn_metadata.arg_model = strict  # type: ignore[assignment]
+    tool.parameters = strict.model_json_schema(by_alias=True)
 
 
 # -- HTTP ----------------------------------------------------------------------------------------
