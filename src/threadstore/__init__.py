@@ -34,6 +34,7 @@ def __getattr__(name: str) -> object:
         return RedisStorage
     raise AttributeError(f"module 'threadstore' has no attribute {name!r}")
 
+
 __all__ = [
     "APPEND_FULL",
     "APPEND_MISSING",
