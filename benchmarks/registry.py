@@ -1,0 +1,130 @@
+"""Every benchmark by name: the module and function that run it, and one line saying what it is.
+
+Modules are imported only in the process that runs the benchmark (each runs in its own).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .harness import Config, Results
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    target: str  # "module:function" inside the benchmarks package
+    title: str
+    about: str
+
+    def load(self) -> Callable[[Config], Results]:
+        module, _, function = self.target.partition(":")
+        fn: Callable[[Config], Results] = getattr(
+            importlib.import_module(f"benchmarks.{module}"), function
+        )
+        return fn
+
+
+BENCHMARKS: list[Benchmark] = [
+    Benchmark(
+        "kv_memory",
+        "workloads_kv:kv_memory",
+        "Strings in memory",
+        "get hit / get miss / set, 2 KB values, 100k keys, 1 and 4 threads",
+    ),
+    Benchmark(
+        "kv_sqlite",
+        "workloads_kv:kv_sqlite",
+        "Strings on SQLite",
+        "get hit / get miss / set, 2 KB values, 100k keys, 1 and 4 threads;"
+        " WAL, synchronous=NORMAL",
+    ),
+    Benchmark(
+        "kv_redis",
+        "workloads_kv:kv_redis",
+        "Strings on Redis",
+        "get hit / get miss / set, 2 KB values, 100k keys, 1 and 4 threads; round trips per call",
+    ),
+    Benchmark(
+        "lists_memory",
+        "workloads_lists:lists_memory",
+        "Lists in memory",
+        "append one 1 KB item to a 25-item list; read a whole list",
+    ),
+    Benchmark(
+        "lists_sqlite",
+        "workloads_lists:lists_sqlite",
+        "Lists on SQLite",
+        "append one 1 KB item to a 25-item list; read a whole list",
+    ),
+    Benchmark(
+        "lists_redis",
+        "workloads_lists:lists_redis",
+        "Lists on Redis",
+        "append one 1 KB item to a 25-item list; read a whole list; round trips per append",
+    ),
+    Benchmark(
+        "threads_memory",
+        "workloads_threads:threads_memory",
+        "Conversations in memory",
+        "add_turn on threads of 1, 10, 25 and 49 turns (1 KB turns); get_thread",
+    ),
+    Benchmark(
+        "threads_sqlite",
+        "workloads_threads:threads_sqlite",
+        "Conversations on SQLite",
+        "add_turn on threads of 1, 10, 25 and 49 turns (1 KB turns); get_thread",
+    ),
+    Benchmark(
+        "threads_redis",
+        "workloads_threads:threads_redis",
+        "Conversations on Redis",
+        "add_turn on threads of 1, 10, 25 and 49 turns (1 KB turns); get_thread; round trips",
+    ),
+    Benchmark(
+        "writers_threads",
+        "workloads_concurrency:writers_threads",
+        "Concurrent writers, threads",
+        "4 threads x 500 appends to one thread, in memory: appends lost",
+    ),
+    Benchmark(
+        "writers_processes",
+        "workloads_concurrency:writers_processes",
+        "Concurrent writers, processes",
+        "4 processes x 500 appends to one thread, on Redis and SQLite: appends lost",
+    ),
+    Benchmark(
+        "async_redis",
+        "workloads_concurrency:async_redis",
+        "Async concurrency on Redis",
+        "64 coroutines vs 1: get and add_turn, wall time per operation",
+    ),
+    Benchmark(
+        "expiry_100k",
+        "workloads_expiry:expiry_100k",
+        "Expiry pause, 100k keys",
+        "half of 100k keys expired: longest reader op and longest lock hold while they go",
+    ),
+    Benchmark(
+        "expiry_1m",
+        "workloads_expiry:expiry_1m",
+        "Expiry pause, 1M keys",
+        "half of 1,000,000 keys expired: longest reader op and longest lock hold while they go",
+    ),
+    Benchmark(
+        "memory_per_key",
+        "workloads_memory:memory_per_key",
+        "Memory per key",
+        "100k keys x 4 KB values: bytes per key beyond the payload (tracemalloc and RSS)",
+    ),
+    Benchmark(
+        "mcp_latency",
+        "workloads_mcp:mcp_latency",
+        "MCP tool-call latency",
+        "in-process client: p50 and p99 of thread_append and thread_get",
+    ),
+]
+
+BY_NAME = {b.name: b for b in BENCHMARKS}
