@@ -1,18 +1,25 @@
 """The in-process backend (``memory://``): a dict under one short lock, bounded, with lazy and
 incremental expiry.
 
-Layout. ``_data`` maps key -> (value, expires_at, size): value is a ``str`` or a ``list`` of str,
-expires_at is on the monotonic clock (a wall-clock jump neither expires nor revives a key), size
-is the bytes held by key and value. Every live key is also filed in exactly one one-second expiry
-bucket, ``_buckets[expires_at // 1]`` (a set), and ``_due`` is a heap of the bucket numbers in
-use. A bucket whose whole time span has passed holds nothing but expired keys, so the sweeper
-and the writers can drop them a few at a time without looking at any live key; no step
-ever walks the keyspace while holding the lock.
+Layout. ``_data`` maps key -> (value, expires_at, size, bucket): value is a ``str`` or a ``list``
+of str; expires_at is on the monotonic clock (a wall-clock jump neither expires nor revives a
+key); size is the bytes held by key and value; bucket is the expiry bucket (a set) the key is
+filed in. Buckets are one second wide: ``_buckets[n]`` holds keys filed for second ``n`` and
+``_due`` is a heap of the bucket numbers in use. Every live key is filed in exactly one bucket,
+never later than its expiry. A TTL that grows (every turn refreshes its thread's) leaves the key
+where it is, so the common write touches no bucket at all; when a bucket's second has passed,
+the sweeper and the writers take its keys a few at a time: expired ones are dropped, refreshed
+ones are filed again where they now belong. No step walks the keyspace while holding the lock.
 
-Eviction. When a write would pass ``max_keys`` or ``max_bytes``, the keys closest to expiry go
-first (Redis' ``volatile-ttl``): the earliest bucket is popped. Since every turn refreshes its
-thread's TTL, those are the threads idle the longest, and expired-but-unswept keys always go
-before any live one. It costs O(1) per evicted key and nothing on reads (an LRU would add work to
+Hot paths. ``get`` and ``set_with_ttl`` make no function call while they hold the lock (only
+``in``, subscripts, arithmetic and attribute access). CPython switches threads only at calls
+and backward jumps, so a thread is never descheduled while it holds the lock and other threads
+never queue behind it; the clock is read before the lock is taken.
+
+Eviction. When a write would pass ``max_keys`` or ``max_bytes``, the key closest to expiry goes
+first (Redis' ``volatile-ttl``), chosen among a few keys of the earliest bucket: since every turn
+refreshes its thread's TTL, that is the thread idle the longest, and an expired key always goes
+before a live one. It costs O(1) per eviction and nothing on reads (an LRU would add work to
 every ``get``).
 """
 
@@ -32,7 +39,6 @@ from ._errors import InvalidInput, StorageUnavailable, WrongType
 from ._storage import (
     APPEND_FULL,
     APPEND_MISSING,
-    MAX_KEY_LENGTH,
     AsyncOps,
     Inline,
     Storage,
@@ -45,21 +51,21 @@ from ._storage import (
 )
 
 DEFAULT_MAX_KEYS = 1_000_000
-DEFAULT_MAX_BYTES = 1 << 30  # 1 GiB of keys and values, as measured by sys.getsizeof
-SWEEP_BATCH = 64  # keys dropped per lock hold by the sweeper (tens of microseconds)
-WRITE_SWEEP = 4  # keys a write drops on the side when a bucket is due
+DEFAULT_MAX_BYTES = 1 << 30  # 1 GiB of keys and values
+SWEEP_BATCH = 64  # bucket entries handled per lock hold by the sweeper (tens of microseconds)
+WRITE_SWEEP = 4  # bucket entries a new key handles on the side when a bucket is due
 EVICT_SAMPLE = 16  # keys of the earliest bucket compared to pick the soonest to expire
+EVICT_REFILE = 64  # refreshed keys an eviction may re-file before it settles for the soonest seen
 _ITEM_OVERHEAD = 8  # one list slot per list item
 
 _sizeof = sys.getsizeof
 _ASCII_HEADER = sys.getsizeof("")
 _TWO_HEADERS = 2 * _ASCII_HEADER
 _LIST_HEADER = sys.getsizeof([None])
-_NUMBERS = frozenset((int, float))
 
-
-Entry = tuple["str | list[str]", float, int]
-"""(value, expires_at, bytes held by key and value)."""
+Bucket = set[str]
+Entry = tuple["str | list[str]", float, int, Bucket]
+"""(value, expires_at, bytes held by key and value, the bucket the key is filed in)."""
 
 
 def _str_size(s: str) -> int:
@@ -89,13 +95,13 @@ class MemoryStorage(Storage):
         self.namespace = namespace
         self._max_keys = max_keys
         self._max_bytes = max_bytes
-        self._max_value_bytes = max_bytes - MAX_KEY_LENGTH - _ASCII_HEADER
+        self._max_value_bytes = max_bytes - 1024 - _ASCII_HEADER  # room left for the longest key
         self._good_ttl: object = None
         self._clock = clock
         self._lock = threading.Lock()
         self._data: dict[str, Entry] = {}
-        self._buckets: dict[float, set[str]] = {}
-        self._due: list[float] = []  # heap of bucket numbers (whole seconds)
+        self._buckets: dict[float, Bucket] = {}
+        self._due: list[float] = []  # heap of the bucket numbers in _buckets
         self._bytes = 0
         self._hits = self._misses = self._expired = self._evicted = 0
         self._closed = False
@@ -120,58 +126,92 @@ class MemoryStorage(Storage):
         return Inline(self)
 
     # -- internals (call with the lock held) ----------------------------------------------------
-    def _file(self, key: str, expires_at: float) -> None:
-        b = expires_at // 1.0
-        bucket = self._buckets.get(b)
+    def _bucket(self, expires_at: float) -> Bucket:
+        """The bucket for ``expires_at``, created (and put on the heap) if needed."""
+        n = expires_at // 1.0
+        bucket = self._buckets.get(n)
         if bucket is None:
-            self._buckets[b] = {key}
-            heapq.heappush(self._due, b)
-        else:
-            bucket.add(key)
+            bucket = self._buckets[n] = set()
+            heapq.heappush(self._due, n)
+        return bucket
 
-    def _unfile(self, key: str, expires_at: float) -> None:
-        bucket = self._buckets.get(expires_at // 1.0)
-        if bucket is not None:
-            bucket.discard(key)  # an emptied bucket is dropped when it reaches the heap's top
+    def _put(self, key: str, value: str | list[str], expires_at: float, size: int) -> None:
+        """Store a new entry, filed by its expiry."""
+        bucket = self._bucket(expires_at)
+        bucket.add(key)
+        self._data[key] = (value, expires_at, size, bucket)
+
+    def _retime(
+        self, key: str, entry: Entry, value: str | list[str], expires_at: float, size: int
+    ) -> None:
+        """Replace an entry; it stays filed unless its expiry moved before its bucket."""
+        bucket = entry[3]
+        if expires_at // 1.0 < entry[1] // 1.0:  # filed at most at entry[1]'s bucket: maybe late
+            bucket.discard(key)
+            bucket = self._bucket(expires_at)
+            bucket.add(key)
+        self._data[key] = (value, expires_at, size, bucket)
 
     def _drop(self, key: str, entry: Entry) -> None:
         del self._data[key]
-        self._unfile(key, entry[1])
+        entry[3].discard(key)
         self._bytes -= entry[2]
 
-    def _sweep(self, now: float, budget: int) -> bool:
-        """Drop up to ``budget`` expired keys from fully past buckets; True if more are due."""
-        due, buckets, data = self._due, self._buckets, self._data
-        limit = now // 1.0  # buckets below this one have entirely passed
+    def _next_due(self, limit: float) -> Bucket | None:
+        """The earliest non-empty bucket numbered below ``limit``; emptied ones are retired."""
+        due, buckets = self._due, self._buckets
         while due and due[0] < limit:
             bucket = buckets[due[0]]
-            while bucket:
-                if budget <= 0:
-                    return True
-                self._bytes -= data.pop(bucket.pop())[2]
-                self._expired += 1
-                budget -= 1
+            if bucket:
+                return bucket
             del buckets[heapq.heappop(due)]
-        return False
+        return None
+
+    def _sweep(self, now: float, budget: int) -> bool:
+        """Handle up to ``budget`` keys of fully past buckets; True if more are waiting."""
+        data = self._data
+        limit = now // 1.0  # buckets below this one have entirely passed
+        while budget > 0:
+            bucket = self._next_due(limit)
+            if bucket is None:
+                return False
+            key = bucket.pop()
+            budget -= 1
+            entry = data[key]
+            if entry[1] <= now:
+                del data[key]
+                self._bytes -= entry[2]
+                self._expired += 1
+            else:  # refreshed since it was filed: file it where it belongs now
+                self._put(key, entry[0], entry[1], entry[2])
+        return self._next_due(limit) is not None
 
     def _evict_one(self, now: float) -> bool:
-        """Evict the key closest to expiry: the soonest among a few keys of the earliest bucket
-        (all of them when it holds at most EVICT_SAMPLE), so an expired key goes first."""
-        due, buckets, data = self._due, self._buckets, self._data
-        while due:
-            bucket = buckets[due[0]]
-            if bucket:
-                key = min(islice(bucket, EVICT_SAMPLE), key=lambda k: data[k][1])
-                bucket.discard(key)
-                _, expires_at, size = data.pop(key)
-                self._bytes -= size
-                if expires_at <= now:
+        """Evict the key closest to expiry, looking at a few keys of the earliest bucket."""
+        data = self._data
+        refiled = 0
+        while True:
+            bucket = self._next_due(float("inf"))
+            if bucket is None:
+                return False
+            n = self._due[0]
+            victim: str | None = None
+            for key in list(islice(bucket, EVICT_SAMPLE)):
+                entry = data[key]
+                if entry[1] // 1.0 > n and refiled < EVICT_REFILE:
+                    bucket.discard(key)  # refreshed: file it where it belongs now
+                    self._put(key, entry[0], entry[1], entry[2])
+                    refiled += 1
+                elif victim is None or entry[1] < data[victim][1]:
+                    victim = key
+            if victim is not None:
+                entry = data[victim]
+                self._drop(victim, entry)
+                if entry[1] <= now:
                     self._expired += 1
                 else:
                     self._evicted += 1
                 return True
-            del buckets[heapq.heappop(due)]
-        return False
 
     def _make_room(self, now: float, new_keys: int, new_bytes: int) -> None:
         data = self._data
@@ -188,35 +228,35 @@ class MemoryStorage(Storage):
             return None
         return entry
 
+    def _list_entry(self, key: str, now: float) -> Entry | None:
+        entry = self._live(key, now)
+        if entry is not None and type(entry[0]) is not list:
+            raise WrongType(f"key {key!r} holds a string, not a list")
+        return entry
+
     def _check_open(self) -> None:
         if self._closed:
-            raise StorageUnavailable("the memory store is closed")
+            _closed_clock()
 
     # -- strings --------------------------------------------------------------------------------
-    # get and set_with_ttl are the hot paths: kept to the bare minimum of bytecode, with explicit
-    # acquire/release (cheaper than ``with`` on CPython 3.11) and nothing but O(1) work inside.
-
     def get(self, key: str) -> str | None:
-        lock = self._lock
-        lock.acquire()
+        now = self._clock()
+        data = self._data
         try:
-            entry = self._data.get(key)
-            if entry is not None:
-                if entry[1] > self._clock():
-                    value = entry[0]
-                    if type(value) is str:
-                        self._hits += 1
-                        return value
-                    raise WrongType(f"key {key!r} holds a list, not a string")
-                self._drop(key, entry)
-                self._expired += 1
-            elif self._closed:
-                self._check_open()
-            self._misses += 1
+            with self._lock:  # no call inside: see the module docstring
+                if key in data:
+                    entry = data[key]
+                    if entry[1] > now:
+                        value = entry[0]
+                        if value.__class__ is str:
+                            self._hits += 1
+                            return value
+                        raise WrongType(f"key {key!r} holds a list, not a string")
+                    self._drop(key, entry)
+                    self._expired += 1
+                self._misses += 1
         except TypeError:  # an unhashable key; check_key below says what is wrong
             pass
-        finally:
-            lock.release()
         # Only str keys are ever stored, so a key of another type is rejected on the miss path.
         check_key(key)
         return None
@@ -225,38 +265,49 @@ class MemoryStorage(Storage):
         if type(value) is not str:
             check_value(value)
         ttl = ttl_seconds if ttl_seconds is self._good_ttl else self._check_ttl(ttl_seconds)
-        # Values are counted exactly (ASCII without a sys.getsizeof call), keys by length.
-        if value.isascii():
-            size = len(value) + _TWO_HEADERS
-        else:
-            size = _ASCII_HEADER + _sizeof(check_text(value, "value"))
-        if size > self._max_value_bytes:
-            self._refuse(size)
-        lock = self._lock
-        lock.acquire()
         try:
-            now = self._clock()  # raises StorageUnavailable once closed
-            old = self._data.get(key)
-            if old is None:
-                self._insert(key, value, now, now + ttl, size)
-                return
-            # Overwriting a stored (hence valid) key: in place, no dict delete/insert churn.
-            size += len(key)
+            # Values are counted exactly (ASCII without a sys.getsizeof call), keys by length.
+            if value.isascii():
+                size = len(key) + len(value) + _TWO_HEADERS
+            else:
+                size = len(key) + _ASCII_HEADER + _sizeof(check_text(value, "value"))
+            if size > self._max_value_bytes:
+                self._refuse(size)
+            now = self._clock()  # raises StorageUnavailable once the store is closed
             expires_at = now + ttl
-            if old[1] // 1.0 != expires_at // 1.0:
-                self._buckets[old[1] // 1.0].discard(key)
-                self._file(key, expires_at)
-            self._data[key] = (value, expires_at, size)
-            self._bytes += size - old[2]
-            if self._bytes > self._max_bytes:
-                self._unfile(key, expires_at)  # out of eviction's reach while room is made
-                self._make_room(now, 0, 0)
-                self._file(key, expires_at)
-        except TypeError:  # an unhashable key
+            data = self._data
+            with self._lock:  # no call inside on the common path: see the module docstring
+                if key in data:
+                    old = data[key]
+                    if expires_at >= old[1]:  # stays in its bucket
+                        data[key] = (value, expires_at, size, old[3])
+                    else:
+                        self._retime(key, old, value, expires_at, size)
+                    self._bytes += size - old[2]
+                    if self._bytes > self._max_bytes:
+                        self._shrink_around(key, now)
+                    return
+                self._insert(key, value, now, expires_at, size)
+        except TypeError:  # a key that is not a str (unhashable, or without len())
             check_key(key)
             raise
-        finally:
-            lock.release()
+
+    def _insert(self, key: str, value: str, now: float, expires_at: float, size: int) -> None:
+        """set_with_ttl of a key not stored yet: validate it, make room, file it, sweep a bit."""
+        check_key(key)
+        if len(self._data) >= self._max_keys or self._bytes + size > self._max_bytes:
+            self._make_room(now, 1, size)
+        self._put(key, value, expires_at, size)
+        self._bytes += size
+        if self._due[0] < now // 1.0:
+            self._sweep(now, WRITE_SWEEP)
+
+    def _shrink_around(self, key: str, now: float) -> None:
+        """After ``key`` grew past max_bytes: evict others (never ``key`` itself)."""
+        entry = self._data[key]
+        entry[3].discard(key)  # out of eviction's reach while room is made
+        self._make_room(now, 0, 0)
+        self._put(key, entry[0], entry[1], entry[2])
 
     def _check_ttl(self, ttl_seconds: object) -> float:
         ttl = check_ttl(ttl_seconds)
@@ -268,18 +319,6 @@ class MemoryStorage(Storage):
             f"value of {size} bytes is larger than the store allows"
             f" ({self._max_value_bytes} bytes: max_bytes less the longest key)"
         )
-
-    def _insert(self, key: str, value: str, now: float, expires_at: float, size: int) -> None:
-        """set_with_ttl of a key not stored yet: validate it, make room, file it, sweep a bit."""
-        check_key(key)
-        size += len(key)
-        if len(self._data) >= self._max_keys or self._bytes + size > self._max_bytes:
-            self._make_room(now, 1, size)
-        self._data[key] = (value, expires_at, size)
-        self._file(key, expires_at)
-        self._bytes += size
-        if self._due[0] < now - 1.0:
-            self._sweep(now, WRITE_SWEEP)
 
     def delete(self, key: str) -> bool:
         check_key(key)
@@ -314,9 +353,7 @@ class MemoryStorage(Storage):
             entry = self._live(key, now)
             if entry is None:
                 return False
-            self._unfile(key, entry[1])
-            self._data[key] = (entry[0], now + ttl, entry[2])
-            self._file(key, now + ttl)
+            self._retime(key, entry, entry[0], now + ttl, entry[2])
             return True
 
     def scan(self, prefix: str = "") -> Iterator[str]:
@@ -345,8 +382,7 @@ class MemoryStorage(Storage):
             if self._live(key, now) is not None:
                 return False
             self._make_room(now, 1, size)
-            self._data[key] = ([first], now + ttl, size)
-            self._file(key, now + ttl)
+            self._put(key, [first], now + ttl, size)
             self._bytes += size
             return True
 
@@ -359,22 +395,20 @@ class MemoryStorage(Storage):
         with self._lock:
             self._check_open()
             now = self._clock()
-            entry = self._live(key, now)
+            entry = self._list_entry(key, now)
             if entry is None:
                 return APPEND_MISSING
-            items, expires_at, held = entry
-            if type(items) is not list:
-                raise WrongType(f"key {key!r} holds a string, not a list")
+            items = entry[0]
+            assert type(items) is list
             if len(items) >= max_items:
                 return APPEND_FULL
-            if held + size > self._max_bytes:
+            if entry[2] + size > self._max_bytes:
                 raise InvalidInput(f"list {key!r} would grow past the store's max_bytes")
-            self._unfile(key, expires_at)  # out of eviction's reach while room is made
-            self._make_room(now, 0, size)
             items.append(value)
+            self._retime(key, entry, items, now + ttl, entry[2] + size)
             self._bytes += size
-            self._data[key] = (items, now + ttl, held + size)
-            self._file(key, now + ttl)
+            if self._bytes > self._max_bytes:
+                self._shrink_around(key, now)
             return len(items)
 
     def list_range(self, key: str, start: int = 0, stop: int | None = None) -> list[str]:
@@ -387,30 +421,23 @@ class MemoryStorage(Storage):
             raise InvalidInput(f"start and stop must be non-negative ints, got {start!r}, {stop!r}")
         with self._lock:
             self._check_open()
-            entry = self._live(key, self._clock())
+            entry = self._list_entry(key, self._clock())
             if entry is None:
                 self._misses += 1
                 return []
-            items = entry[0]
-            if type(items) is not list:
-                raise WrongType(f"key {key!r} holds a string, not a list")
             self._hits += 1
-            return items[start:stop]
+            return entry[0][start:stop]  # type: ignore[return-value]
 
     def list_length(self, key: str) -> int:
         check_key(key)
         with self._lock:
             self._check_open()
-            entry = self._live(key, self._clock())
-            if entry is None:
-                return 0
-            if type(entry[0]) is not list:
-                raise WrongType(f"key {key!r} holds a string, not a list")
-            return len(entry[0])
+            entry = self._list_entry(key, self._clock())
+            return 0 if entry is None else len(entry[0])
 
     # -- lifecycle ------------------------------------------------------------------------------
     def sweep(self, budget: int = SWEEP_BATCH) -> bool:
-        """Drop up to ``budget`` expired keys now; True if more are waiting. Used by the sweeper."""
+        """Handle up to ``budget`` keys of past buckets now; True if more are waiting."""
         with self._lock:
             return not self._closed and self._sweep(self._clock(), budget)
 
@@ -453,7 +480,7 @@ def _closed_clock() -> float:
 def _sweep_forever(
     ref: weakref.ReferenceType[MemoryStorage], stop: threading.Event, interval: float
 ) -> None:
-    """The background sweeper: every ``interval`` seconds, drop due keys in small batches.
+    """The background sweeper: every ``interval`` seconds, handle due keys in small batches.
 
     It holds only a weak reference between passes, so a store nobody uses can be collected.
     """
