@@ -29,6 +29,7 @@ from threadstore import (
     InvalidInput,
     Storage,
     StorageUnavailable,
+    _sqlite,
     load_settings,
     open_storage,
 )
@@ -228,6 +229,202 @@ def test_reopen_keeps_data(db: Path) -> None:
     s.close()
 
 
+# -- migration from schema version 1 --------------------------------------------------------------
+V1_SCHEMA = """
+CREATE TABLE namespace (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE kv (
+    id INTEGER PRIMARY KEY,
+    ns INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT,
+    length INTEGER,
+    expires_at INTEGER NOT NULL,
+    UNIQUE (ns, key)
+);
+CREATE INDEX kv_expires_at ON kv (expires_at);
+CREATE TABLE item (
+    list_id INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (list_id, idx)
+) WITHOUT ROWID;
+CREATE TRIGGER kv_list_deleted AFTER DELETE ON kv WHEN old.length IS NOT NULL
+BEGIN DELETE FROM item WHERE list_id = old.id; END;
+CREATE TRIGGER kv_list_replaced AFTER UPDATE OF length ON kv
+WHEN old.length IS NOT NULL AND new.length IS NULL
+BEGIN DELETE FROM item WHERE list_id = old.id; END;
+"""
+
+V1_STRINGS = {"greeting": "hello", "unicode": "žluťoučký kůň 🐴", "big": "s" * 9000}
+V1_LISTS = {
+    "thread:a": ["meta-a", *(f"turn {i} " + "x" * 1200 for i in range(12))],  # overflow pages
+    "thread:b": ["meta-b"],
+    "thread:c": ["meta-c", "ü", "", "{}"],
+}
+
+
+def make_v1_file(path: Path) -> None:
+    """A file as threadstore wrote it at schema version 1 (WAL, user_version 1), with strings and
+    lists in namespace "test", a list in another namespace and an expired list."""
+    c = raw(path)
+    c.execute("PRAGMA journal_mode = WAL")
+    c.execute("BEGIN")
+    for statement in V1_SCHEMA.split(";\n"):
+        if statement.strip():
+            c.execute(statement)
+    c.execute("INSERT INTO namespace (id, name) VALUES (1, 'test'), (2, 'other')")
+    later = int(time.time() * 1000) + 3_600_000
+    for key, value in V1_STRINGS.items():
+        c.execute(
+            "INSERT INTO kv (ns, key, value, length, expires_at) VALUES (1, ?, ?, NULL, ?)",
+            (key, value, later),
+        )
+    lists = [(1, key, items, later) for key, items in V1_LISTS.items()]
+    lists += [(2, "thread:a", ["other-meta", "other-turn"], later), (1, "gone", ["g"], 1)]
+    for ns, key, items, expires_at in lists:
+        list_id = c.execute(
+            "INSERT INTO kv (ns, key, value, length, expires_at) VALUES (?, ?, NULL, ?, ?)"
+            " RETURNING id",
+            (ns, key, len(items), expires_at),
+        ).fetchone()[0]
+        order = list(range(len(items)))
+        random.Random(key).shuffle(order)  # rows written out of order; idx decides
+        for idx in order:
+            c.execute(
+                "INSERT INTO item (list_id, idx, value) VALUES (?, ?, ?)",
+                (list_id, idx, items[idx]),
+            )
+    c.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    c.execute("PRAGMA user_version = 1")
+    c.execute("COMMIT")
+    c.close()
+
+
+def dump(path: Path) -> dict[str, list[Any]]:
+    c = raw(path)
+    out = {
+        "namespace": c.execute("SELECT * FROM namespace ORDER BY id").fetchall(),
+        "kv": c.execute("SELECT * FROM kv ORDER BY id").fetchall(),
+        "item": c.execute("SELECT list_id, idx, value FROM item ORDER BY list_id, idx").fetchall(),
+    }
+    c.close()
+    return out
+
+
+def schema(path: Path) -> list[tuple[str, str, str | None]]:
+    c = raw(path)
+    rows = c.execute("SELECT type, name, sql FROM sqlite_master ORDER BY type, name").fetchall()
+    c.close()
+    return rows
+
+
+def test_v1_file_is_migrated_in_place_keeping_every_key_and_item(db: Path) -> None:
+    make_v1_file(db)
+    before = dump(db)
+    assert len(before["item"]) == sum(map(len, V1_LISTS.values())) + 3
+    s = open_file(db)
+    c = raw(db)
+    assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert c.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+    assert c.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    c.close()
+    assert dump(db) == before  # the same rows, ids and order
+    layout = {name: sql for _, name, sql in schema(db)}
+    assert "item_v2" not in layout and "WITHOUT ROWID" not in layout["item"].upper()
+    assert layout["item_pos"] == "CREATE UNIQUE INDEX item_pos ON item (list_id, idx)"
+    assert {"kv_list_deleted", "kv_list_replaced", "kv_expires_at"} <= layout.keys()
+    assert s.stats()["schema_version"] == 2
+    for key, value in V1_STRINGS.items():
+        assert s.get(key) == value
+    for key, items in V1_LISTS.items():
+        assert s.list_range(key) == items and s.list_length(key) == len(items)
+    assert s.list_range("thread:a", 3, 5) == V1_LISTS["thread:a"][3:5]
+    assert sorted(s.scan()) == sorted([*V1_STRINGS, *V1_LISTS])
+    other = open_file(db, "other")
+    assert other.list_range("thread:a") == ["other-meta", "other-turn"]
+    other.close()
+    # The migrated lists keep growing from their length; the triggers still clean up.
+    assert s.list_append("thread:b", "turn 1", max_items=50, ttl_seconds=60) == 2
+    assert s.list_range("thread:b") == ["meta-b", "turn 1"]
+    assert s.delete("thread:a")
+    s.set_with_ttl("thread:c", 60, "a string now")
+    assert s.list_create("gone", 60, "fresh")  # the expired v1 list makes way
+    assert s.list_range("gone") == ["fresh"]
+    c = raw(db)
+    per_list = dict(c.execute("SELECT list_id, count(*) FROM item GROUP BY list_id").fetchall())
+    c.close()
+    ids = {row[2]: row[0] for row in dump(db)["kv"] if row[1] == 1}
+    assert per_list.get(ids["thread:b"]) == 2 and per_list.get(ids["gone"]) == 1
+    assert sum(per_list.values()) == 2 + 1 + 2  # thread:b, gone, other's thread:a
+    s.close()
+
+
+def test_second_open_of_a_migrated_file_changes_nothing(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_v1_file(db)
+    open_file(db).close()
+    before, layout, size = dump(db), schema(db), db.stat().st_size
+    checksum = digest(db)
+
+    def no_migration(self: SQLiteStorage, conn: sqlite3.Connection) -> None:
+        raise AssertionError("migrated twice")
+
+    monkeypatch.setattr(SQLiteStorage, "_migrate", no_migration)
+    s = open_file(db)
+    assert s.list_range("thread:a") == V1_LISTS["thread:a"]
+    s.close()
+    assert dump(db) == before and schema(db) == layout and db.stat().st_size == size
+    assert digest(db) == checksum
+
+
+def test_failed_migration_leaves_the_v1_file_as_it_was(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_v1_file(db)
+    before, layout = dump(db), schema(db)
+    steps = _sqlite._MIGRATIONS
+    broken = (*steps[:-1], (*steps[-1], "INSERT INTO no_such_table VALUES (1)"))
+    monkeypatch.setattr(_sqlite, "_MIGRATIONS", broken)
+    with pytest.raises(StorageUnavailable, match="no_such_table"):
+        open_file(db)
+    assert dump(db) == before and schema(db) == layout  # one transaction: all or nothing
+    c = raw(db)
+    assert c.execute("PRAGMA user_version").fetchone()[0] == 1
+    c.close()
+    monkeypatch.undo()
+    s = open_file(db)
+    assert s.list_range("thread:c") == V1_LISTS["thread:c"]
+    s.close()
+    assert dump(db) == before
+
+
+def test_concurrent_opens_migrate_once(db: Path) -> None:
+    make_v1_file(db)
+    before = dump(db)
+    stores: list[SQLiteStorage] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def opener() -> None:
+        barrier.wait()
+        try:
+            stores.append(open_file(db))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=opener) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(stores) == 4
+    assert dump(db) == before
+    assert all(s.list_range("thread:a") == V1_LISTS["thread:a"] for s in stores)
+    for s in stores:
+        s.close()
+
+
 # -- storage details ------------------------------------------------------------------------------
 def test_append_writes_two_rows_whatever_the_length(store: SQLiteStorage) -> None:
     store.list_create("l", 60, "m")
@@ -279,6 +476,44 @@ def test_sweep_is_bounded_and_uses_the_index(store: SQLiteStorage) -> None:
     )
     assert "kv_expires_at" in plan and "SCAN kv " not in plan + " "
     assert store.stats()["expired"] == 251
+
+
+def test_item_is_only_ever_reached_through_its_index(
+    store: SQLiteStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.list_create("l", 60, "m")
+    for i in range(20):
+        store.list_append("l", f"turn {i}", max_items=100, ttl_seconds=60)
+    conn = store._conn()
+    reads: list[tuple[str, tuple[object, ...]]] = []
+    real_read = store._read
+
+    def record(sql: str, params: tuple[object, ...], key: str = "") -> list[Any]:
+        reads.append((sql, params))
+        return real_read(sql, params, key)
+
+    monkeypatch.setattr(store, "_read", record)
+    assert store.list_range("l", 3, 7) == [f"turn {i}" for i in range(2, 6)]
+    assert store.list_range("l") == ["m", *(f"turn {i}" for i in range(20))]
+    monkeypatch.undo()
+    # The statements list_range ran, with their own parameters.
+    for sql, params in reads:
+        plan = " | ".join(str(r[-1]) for r in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
+        assert "SEARCH item USING INDEX item_pos (list_id=? AND idx>? AND idx<?)" in plan, plan
+        assert "SCAN" not in plan and "TEMP B-TREE" not in plan, plan  # no sort either
+    # The triggers' statement (what delete, set_with_ttl and the sweep run on item).
+    bodies = conn.execute(
+        "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'kv'"
+    ).fetchall()
+    assert len(bodies) == 2
+    for (sql,) in bodies:
+        body = sql[sql.index("BEGIN") + len("BEGIN") : sql.rindex("END")].strip().rstrip(";")
+        assert body == "DELETE FROM item WHERE list_id = old.id"
+        plan = " | ".join(
+            str(r[-1])
+            for r in conn.execute("EXPLAIN QUERY PLAN " + body.replace("old.id", "?"), (1,))
+        )
+        assert plan == "SEARCH item USING INDEX item_pos (list_id=?)", plan
 
 
 def test_writes_sweep_on_the_side(store: SQLiteStorage) -> None:
