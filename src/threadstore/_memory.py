@@ -45,6 +45,7 @@ from ._storage import (
     check_key,
     check_max_items,
     check_prefix,
+    check_range,
     check_text,
     check_ttl,
     check_value,
@@ -53,6 +54,7 @@ from ._storage import (
 DEFAULT_MAX_KEYS = 1_000_000
 DEFAULT_MAX_BYTES = 1 << 30  # 1 GiB of keys and values
 SWEEP_BATCH = 64  # bucket entries handled per lock hold by the sweeper (tens of microseconds)
+SWEEP_PAUSE = 0.0001  # seconds the sweeper sleeps between batches: readers get the GIL at once
 WRITE_SWEEP = 4  # bucket entries a new key handles on the side when a bucket is due
 EVICT_SAMPLE = 16  # keys of the earliest bucket compared to pick the soonest to expire
 EVICT_REFILE = 64  # refreshed keys an eviction may re-file before it settles for the soonest seen
@@ -413,12 +415,7 @@ class MemoryStorage(Storage):
 
     def list_range(self, key: str, start: int = 0, stop: int | None = None) -> list[str]:
         check_key(key)
-        if (
-            type(start) is not int
-            or start < 0
-            or (stop is not None and (type(stop) is not int or stop < 0))
-        ):
-            raise InvalidInput(f"start and stop must be non-negative ints, got {start!r}, {stop!r}")
+        check_range(start, stop)
         with self._lock:
             self._check_open()
             entry = self._list_entry(key, self._clock())
@@ -490,6 +487,6 @@ def _sweep_forever(
             return
         try:
             while store.sweep(SWEEP_BATCH) and not stop.is_set():
-                time.sleep(0)  # let readers take the GIL between batches
+                time.sleep(SWEEP_PAUSE)  # really yield the GIL to readers between batches
         finally:
             del store

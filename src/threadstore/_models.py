@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -13,6 +13,18 @@ ROLES: tuple[str, ...] = ("user", "assistant")
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class TurnFields(TypedDict, total=False):
+    """The optional keyword arguments of add_turn (checked by the one implementation in
+    _logic.py; the facades pass them through)."""
+
+    files: list[str] | None
+    images: list[str] | None
+    tool_name: str | None
+    model_provider: str | None
+    model_name: str | None
+    metadata: dict[str, Any] | None
 
 
 class Turn(BaseModel):

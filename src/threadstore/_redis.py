@@ -59,13 +59,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 
 from ._config import check_namespace
-from ._errors import ConfigError, CorruptData, InvalidInput, StorageUnavailable, WrongType
+from ._errors import ConfigError, CorruptData, StorageUnavailable, WrongType
 from ._redact import redact_text, redact_url
 from ._storage import (
     Storage,
     check_key,
     check_max_items,
     check_prefix,
+    check_range,
     check_value,
     ttl_ms,
 )
@@ -169,16 +170,6 @@ def _seconds_left(pttl: Any) -> float | None:
     return math.inf if pttl == -1 else pttl / 1000
 
 
-def _check_bounds(start: object, stop: object) -> tuple[int, int | None]:
-    if (
-        type(start) is not int
-        or start < 0
-        or (stop is not None and (type(stop) is not int or stop < 0))
-    ):
-        raise InvalidInput(f"start and stop must be non-negative ints, got {start!r}, {stop!r}")
-    return start, stop
-
-
 def _glob_escape(text: str) -> str:
     """``text`` as a literal in a Redis MATCH pattern."""
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
@@ -237,7 +228,7 @@ class Commands:
 
     def list_range(self, key: str, start: int = 0, stop: int | None = None) -> Cmd:
         nskey = self.prefix + check_key(key)
-        start, stop = _check_bounds(start, stop)
+        start, stop = check_range(start, stop)
         if stop is None:
             last = -1
         elif stop > start:

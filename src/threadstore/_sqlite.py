@@ -85,6 +85,7 @@ from ._storage import (
     check_key,
     check_max_items,
     check_prefix,
+    check_range,
     check_value,
     ttl_ms,
 )
@@ -800,12 +801,7 @@ class SQLiteStorage(Storage):
 
     def list_range(self, key: str, start: int = 0, stop: int | None = None) -> list[str]:
         check_key(key)
-        if (
-            type(start) is not int
-            or start < 0
-            or (stop is not None and (type(stop) is not int or stop < 0))
-        ):
-            raise InvalidInput(f"start and stop must be non-negative ints, got {start!r}, {stop!r}")
+        check_range(start, stop)
         # One statement, so the length check and the items come from one snapshot.
         rows = self._read(
             "SELECT kv.length, item.value FROM kv LEFT JOIN item"

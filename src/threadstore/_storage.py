@@ -85,6 +85,17 @@ def check_max_items(max_items: object) -> int:
     return max_items
 
 
+def check_range(start: object, stop: object) -> tuple[int, int | None]:
+    """Validate list_range bounds: non-negative ints, ``stop`` None for "to the end"."""
+    if (
+        type(start) is not int
+        or start < 0
+        or (stop is not None and (type(stop) is not int or stop < 0))
+    ):
+        raise InvalidInput(f"start and stop must be non-negative ints, got {start!r}, {stop!r}")
+    return start, stop
+
+
 def check_prefix(prefix: object) -> str:
     if type(prefix) is not str:
         raise InvalidInput(f"prefix must be a str, got {type(prefix).__name__}")

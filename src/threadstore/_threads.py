@@ -12,12 +12,14 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from typing_extensions import Unpack
+
 from ._config import load_settings
 from ._errors import InvalidInput, ThreadstoreError
 from ._factory import get_storage_backend
 from ._history import TokenCounter
 from ._logic import DEFAULT_MAX_METADATA_BYTES, DEFAULT_MAX_TURN_BYTES, Call, Logic, Op
-from ._models import History, Thread, ThreadPage, Turn
+from ._models import History, Thread, ThreadPage, Turn, TurnFields
 from ._storage import Storage
 
 T = TypeVar("T")
@@ -101,32 +103,11 @@ class ThreadStore(_Facade):
         return self._run(self._logic.create_thread(tool_name, initial_context, parent_thread_id))
 
     def add_turn(
-        self,
-        thread_id: str,
-        role: str,
-        content: str,
-        *,
-        files: list[str] | None = None,
-        images: list[str] | None = None,
-        tool_name: str | None = None,
-        model_provider: str | None = None,
-        model_name: str | None = None,
-        metadata: dict[str, Any] | None = None,
+        self, thread_id: str, role: str, content: str, **fields: Unpack[TurnFields]
     ) -> Turn:
-        """Append a turn atomically and refresh the thread's TTL."""
-        return self._run(
-            self._logic.add_turn(
-                thread_id,
-                role,
-                content,
-                files=files,
-                images=images,
-                tool_name=tool_name,
-                model_provider=model_provider,
-                model_name=model_name,
-                metadata=metadata,
-            )
-        )
+        """Append a turn atomically and refresh the thread's TTL. Optional fields: files,
+        images, tool_name, model_provider, model_name, metadata (a JSON object)."""
+        return self._run(self._logic.add_turn(thread_id, role, content, **fields))
 
     def get_thread(self, thread_id: str) -> Thread | None:
         """The whole thread, or None when it does not exist or expired."""
@@ -210,31 +191,9 @@ class AsyncThreadStore(_Facade):
         )
 
     async def add_turn(
-        self,
-        thread_id: str,
-        role: str,
-        content: str,
-        *,
-        files: list[str] | None = None,
-        images: list[str] | None = None,
-        tool_name: str | None = None,
-        model_provider: str | None = None,
-        model_name: str | None = None,
-        metadata: dict[str, Any] | None = None,
+        self, thread_id: str, role: str, content: str, **fields: Unpack[TurnFields]
     ) -> Turn:
-        return await self._run(
-            self._logic.add_turn(
-                thread_id,
-                role,
-                content,
-                files=files,
-                images=images,
-                tool_name=tool_name,
-                model_provider=model_provider,
-                model_name=model_name,
-                metadata=metadata,
-            )
-        )
+        return await self._run(self._logic.add_turn(thread_id, role, content, **fields))
 
     async def get_thread(self, thread_id: str) -> Thread | None:
         return await self._run(self._logic.get_thread(thread_id))
