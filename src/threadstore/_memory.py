@@ -273,8 +273,6 @@ class MemoryStorage(Storage):
                 size = len(key) + len(value) + _TWO_HEADERS
             else:
                 size = len(key) + _ASCII_HEADER + _sizeof(check_text(value, "value"))
-            if size > self._max_value_bytes:
-                self._refuse(size)
             now = self._clock()  # raises StorageUnavailable once the store is closed
             expires_at = now + ttl
             data = self._data
@@ -286,8 +284,8 @@ class MemoryStorage(Storage):
                     else:
                         self._retime(key, old, value, expires_at, size)
                     self._bytes += size - old[2]
-                    if self._bytes > self._max_bytes:
-                        self._shrink_around(key, now)
+                    if self._bytes > self._max_bytes:  # also catches a value too large
+                        self._shrink_around(key, now, old)
                     return
                 self._insert(key, value, now, expires_at, size)
         except TypeError:  # a key that is not a str (unhashable, or without len())
@@ -297,6 +295,8 @@ class MemoryStorage(Storage):
     def _insert(self, key: str, value: str, now: float, expires_at: float, size: int) -> None:
         """set_with_ttl of a key not stored yet: validate it, make room, file it, sweep a bit."""
         check_key(key)
+        if size > self._max_value_bytes:
+            self._refuse(size)
         if len(self._data) >= self._max_keys or self._bytes + size > self._max_bytes:
             self._make_room(now, 1, size)
         self._put(key, value, expires_at, size)
@@ -304,9 +304,15 @@ class MemoryStorage(Storage):
         if self._due[0] < now // 1.0:
             self._sweep(now, WRITE_SWEEP)
 
-    def _shrink_around(self, key: str, now: float) -> None:
-        """After ``key`` grew past max_bytes: evict others (never ``key`` itself)."""
+    def _shrink_around(self, key: str, now: float, old: Entry | None = None) -> None:
+        """After ``key`` grew past max_bytes: evict others (never ``key`` itself). A value
+        larger than the store allows is refused and the ``old`` entry put back."""
         entry = self._data[key]
+        if old is not None and entry[2] > self._max_value_bytes:
+            self._drop(key, entry)
+            self._put(key, old[0], old[1], old[2])
+            self._bytes += old[2]
+            self._refuse(entry[2])
         entry[3].discard(key)  # out of eviction's reach while room is made
         self._make_room(now, 0, 0)
         self._put(key, entry[0], entry[1], entry[2])
