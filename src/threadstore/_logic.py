@@ -19,7 +19,14 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from ._errors import CorruptData, InvalidInput, ThreadFull, ThreadNotFound, WrongType
+from ._errors import (
+    CorruptData,
+    InvalidInput,
+    StorageUnavailable,
+    ThreadFull,
+    ThreadNotFound,
+    WrongType,
+)
 from ._history import TokenCounter, build_history
 from ._ids import KEY_PREFIX, check_thread_id, new_thread_id, thread_key
 from ._models import ROLES, History, Thread, ThreadMeta, ThreadPage, ThreadSummary, Turn, utcnow
@@ -209,7 +216,9 @@ class Logic:
             )
             if created:
                 return thread_id
-        raise RuntimeError("could not allocate a fresh thread id")  # pragma: no cover
+        raise StorageUnavailable(  # pragma: no cover - three UUID4 collisions in a row
+            "could not allocate a fresh thread id: the store reports every new id as taken"
+        )
 
     def add_turn(
         self,
