@@ -30,7 +30,9 @@ def _int_option(url: str, name: str, raw: str) -> int:
 def _open_memory(url: str, namespace: str) -> MemoryStorage:
     parts = urlsplit(url)
     if parts.netloc or parts.path not in ("", "/"):
-        raise ConfigError(f"memory URL takes no host or path, got {url!r}; use memory://")
+        raise ConfigError(
+            f"memory URL takes no host or path, got {redact_url(url)!r}; use memory://"
+        )
     kwargs: dict[str, int | bool | float] = {}
     for name, raw in parse_qsl(parts.query, keep_blank_values=True):
         if name in ("max_keys", "max_bytes"):
@@ -46,7 +48,7 @@ def _open_memory(url: str, namespace: str) -> MemoryStorage:
     try:
         return MemoryStorage(namespace=namespace, **kwargs)  # type: ignore[arg-type]
     except ValueError as exc:
-        raise ConfigError(f"{url}: {exc}") from None
+        raise ConfigError(f"{redact_url(url)}: {exc}") from None
 
 
 def _open(url: str, namespace: str) -> Storage:

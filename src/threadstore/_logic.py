@@ -25,6 +25,7 @@ from ._errors import (
     StorageUnavailable,
     ThreadFull,
     ThreadNotFound,
+    ThreadstoreError,
     WrongType,
 )
 from ._history import TokenCounter, build_history
@@ -178,8 +179,8 @@ class Logic:
         check_ttl(self.ttl_seconds)
         for name in ("max_turns", "max_turn_bytes", "max_metadata_bytes"):
             value = getattr(self, name)
-            if type(value) is not int or value < 1:
-                raise InvalidInput(f"{name} must be a positive int, got {value!r}")
+            if type(value) is not int or not 1 <= value <= 1 << 40:
+                raise InvalidInput(f"{name} must be a positive int up to 2**40, got {value!r}")
 
     def not_found(self, thread_id: str) -> ThreadNotFound:
         hours = self.ttl_seconds / 3600
@@ -234,26 +235,18 @@ class Logic:
         metadata: dict[str, Any] | None = None,
     ) -> Op[Turn]:
         check_thread_id(thread_id)
-        if role not in ROLES or type(role) is not str:
-            raise InvalidInput(f"unknown role {role!r}: expected 'user' or 'assistant'")
         turn = Turn.model_construct(
             role=role,
-            content=_text(content, "content"),
+            content=content,
             timestamp=utcnow(),
-            files=_str_list(files, "files"),
-            images=_str_list(images, "images"),
-            tool_name=_name(tool_name, "tool_name"),
-            model_provider=_name(model_provider, "model_provider"),
-            model_name=_name(model_name, "model_name"),
-            metadata=_json_dict(metadata, "metadata", self.max_metadata_bytes),
+            files=files,
+            images=images,
+            tool_name=tool_name,
+            model_provider=model_provider,
+            model_name=model_name,
+            metadata=metadata,
         )
-        payload = turn.model_dump_json(exclude_none=True)
-        size = len(payload.encode("utf-8"))
-        if size > self.max_turn_bytes:
-            raise InvalidInput(
-                f"turn is {size} bytes as stored; the maximum is {self.max_turn_bytes}"
-                " (split the content or store large files elsewhere and pass their paths)"
-            )
+        turn, payload = self._turn_payload(turn)
         n = yield Call(
             "list_append",
             (thread_key(thread_id), payload),
@@ -268,6 +261,30 @@ class Logic:
                 f" parent_thread_id={thread_id} to continue the conversation."
             )
         return turn
+
+    def _turn_payload(self, turn: Turn) -> tuple[Turn, str]:
+        """Check every field of a turn; the checked turn and its stored JSON (or InvalidInput)."""
+        if turn.role not in ROLES or type(turn.role) is not str:
+            raise InvalidInput(f"unknown role {turn.role!r}: expected 'user' or 'assistant'")
+        checked = Turn.model_construct(
+            role=turn.role,
+            content=_text(turn.content, "content"),
+            timestamp=turn.timestamp,
+            files=_str_list(turn.files, "files"),
+            images=_str_list(turn.images, "images"),
+            tool_name=_name(turn.tool_name, "tool_name"),
+            model_provider=_name(turn.model_provider, "model_provider"),
+            model_name=_name(turn.model_name, "model_name"),
+            metadata=_json_dict(turn.metadata, "metadata", self.max_metadata_bytes),
+        )
+        payload = checked.model_dump_json(exclude_none=True)
+        size = len(payload.encode("utf-8"))
+        if size > self.max_turn_bytes:
+            raise InvalidInput(
+                f"turn is {size} bytes as stored; the maximum is {self.max_turn_bytes}"
+                " (split the content or store large files elsewhere and pass their paths)"
+            )
+        return checked, payload
 
     def delete_thread(self, thread_id: str) -> Op[bool]:
         deleted: bool = yield Call("delete", (thread_key(check_thread_id(thread_id)),))
@@ -394,6 +411,10 @@ class Logic:
         thread_id = check_thread_id(thread.thread_id)
         if thread.parent_thread_id is not None:
             check_thread_id(thread.parent_thread_id, "parent_thread_id")
+        # The same checks as create_thread and add_turn, before anything is written.
+        _text(thread.tool_name, "tool_name", limit=MAX_NAME_LENGTH, empty=False)
+        _json_dict(thread.initial_context, "initial_context", self.max_metadata_bytes)
+        payloads = [self._turn_payload(turn)[1] for turn in thread.turns]
         key = thread_key(thread_id)
         meta = ThreadMeta(
             thread_id=thread_id,
@@ -409,11 +430,15 @@ class Logic:
         )
         if not created:
             return False
-        max_items = max(self.max_turns, len(thread.turns)) + 1
-        for turn in thread.turns:
-            yield Call(
-                "list_append",
-                (key, turn.model_dump_json(exclude_none=True)),
-                {"max_items": max_items, "ttl_seconds": self.ttl_seconds},
-            )
+        max_items = max(self.max_turns, len(payloads)) + 1
+        try:
+            for payload in payloads:
+                yield Call(
+                    "list_append",
+                    (key, payload),
+                    {"max_items": max_items, "ttl_seconds": self.ttl_seconds},
+                )
+        except ThreadstoreError:
+            yield Call("delete", (key,))  # no half-imported thread left behind
+            raise
         return True

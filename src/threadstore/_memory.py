@@ -61,6 +61,7 @@ EVICT_REFILE = 64  # refreshed keys an eviction may re-file before it settles fo
 _ITEM_OVERHEAD = 8  # one list slot per list item
 
 _sizeof = sys.getsizeof
+_UNSET = object()  # no TTL validated yet
 _ASCII_HEADER = sys.getsizeof("")
 _TWO_HEADERS = 2 * _ASCII_HEADER
 _LIST_HEADER = sys.getsizeof([None])
@@ -98,7 +99,7 @@ class MemoryStorage(Storage):
         self._max_keys = max_keys
         self._max_bytes = max_bytes
         self._max_value_bytes = max_bytes - 1024 - _ASCII_HEADER  # room left for the longest key
-        self._good_ttl: object = None
+        self._good_ttl: object = _UNSET
         self._clock = clock
         self._lock = threading.Lock()
         self._data: dict[str, Entry] = {}
@@ -277,6 +278,8 @@ class MemoryStorage(Storage):
             expires_at = now + ttl
             data = self._data
             with self._lock:  # no call inside on the common path: see the module docstring
+                if self._closed:  # closed after the clock was read
+                    _closed_clock()
                 if key in data:
                     old = data[key]
                     if expires_at >= old[1]:  # stays in its bucket

@@ -15,8 +15,21 @@ _SECRET_QUERY = re.compile(
 )
 
 
+_RAW_USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)([^\s@]*)@")
+
+
+def _mask_userinfo(userinfo: str) -> str:
+    user, sep, _ = userinfo.partition(":")
+    if userinfo == _MASK or userinfo.endswith(":" + _MASK):
+        return userinfo
+    return f"{user}:{_MASK}" if sep else _MASK
+
+
 def redact_url(url: str) -> str:
     """Return ``url`` with any password (userinfo or query parameter) replaced by ``***``."""
+    # A password may hold '/', '?' or '#', which would end urlsplit's netloc early: mask the
+    # user info up to the last '@' first.
+    url = _RAW_USERINFO.sub(lambda m: m.group(1) + _mask_userinfo(m.group(2)) + "@", url, count=1)
     try:
         parts = urlsplit(url)
     except ValueError:

@@ -24,6 +24,8 @@ MAX_TTL_SECONDS = 10 * 365 * 24 * 3600.0
 MIN_TTL_SECONDS = 0.001
 """TTLs have millisecond precision; anything shorter is rejected rather than rounded to zero."""
 
+MAX_ITEMS = 1 << 62
+"""Largest max_items accepted (fits every backend's integers)."""
 APPEND_MISSING = 0
 """list_append result: the key does not exist (or expired); nothing was appended."""
 APPEND_FULL = -1
@@ -80,8 +82,8 @@ def ttl_ms(ttl_seconds: object) -> int:
 
 
 def check_max_items(max_items: object) -> int:
-    if type(max_items) is not int or max_items < 1:
-        raise InvalidInput(f"max_items must be a positive int, got {max_items!r}")
+    if type(max_items) is not int or not 1 <= max_items <= MAX_ITEMS:
+        raise InvalidInput(f"max_items must be an int from 1 to {MAX_ITEMS}, got {max_items!r}")
     return max_items
 
 
