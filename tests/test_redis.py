@@ -92,14 +92,14 @@ class TestCommands:
         assert c.get("k").args == ("GET", "ns:k")
         assert c.set_with_ttl("k", 1.5, "v").args == ("SET", "ns:k", "v", "PX", 1500)
         expire = c.expire("k", 0.001).args
-        assert expire[0] == "EVALSHA" and expire[2:6] == (2, "ns:k", "ns#m{ns#0}", 1)
+        assert expire[0] == "EVALSHA" and expire[2:6] == (2, "ns:k", "ns:\x00m{ns#0}", 1)
 
     def test_index_layout_shares_a_hash_tag_with_the_list(self) -> None:
         """notes/index.md: with ``tagged`` a list, its membership hash and its scopes' sorted
         sets carry one hash tag (one Cluster slot); without, data keys keep their old names."""
         plain = Commands("ns")
         assert plain.key("thread:x") == "ns:thread:x"
-        assert plain.index_names(0) == ("ns#m{ns#0}", "ns#a{ns#0}", "ns#e{ns#0}")
+        assert plain.index_names(0) == ("ns:\x00m{ns#0}", "ns:\x00a{ns#0}", "ns:\x00e{ns#0}")
         c = Commands("ns", partitions=16, tagged=True)
         part = c.partition("thread:x")
         assert 0 <= part < 16 and part == c.partition("thread:x")
@@ -110,13 +110,13 @@ class TestCommands:
         keys = create.args[3 : 3 + n_keys]
         assert n_keys == 6 and all(tag in k for k in keys)
         assert keys[2:] == (
-            "ns#a" + tag + "threads", "ns#e" + tag + "threads",
-            "ns#a" + tag + "owner:a", "ns#e" + tag + "owner:a",
+            "ns:\x00a" + tag + "threads", "ns:\x00e" + tag + "threads",
+            "ns:\x00a" + tag + "owner:a", "ns:\x00e" + tag + "owner:a",
         )  # fmt: skip
         assert len(c.index_page("threads", 10).cmds) == 16
         assert c.scan_match("thread:") == "ns:{ns#*}thread:*"
         page = c.scan_page(c.scan_match(), 0)
-        assert page.parse((b"0", [b"ns:{ns#3}thread:y"])) == (0, ["thread:y"])
+        assert page.parse((b"0", [b"ns:{ns#3}thread:y", b"ns:\x00m{ns#3}"])) == (0, ["thread:y"])
         with pytest.raises(ConfigError):
             Commands("ns", partitions=0)
 

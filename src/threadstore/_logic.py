@@ -153,7 +153,6 @@ def _micros(stamp: datetime) -> int:
     return max(0, int(stamp.timestamp()) * 1_000_000 + stamp.microsecond)
 
 
-
 def _encode_cursor(micros: int, thread_id: str) -> str:
     return base64.urlsafe_b64encode(f"{micros}:{thread_id}".encode()).decode().rstrip("=")
 

@@ -436,8 +436,10 @@ class Commands:
     def index_names(self, part: int) -> tuple[str, str, str]:
         """(membership hash, prefix of activity sets, prefix of expiry sets) of a partition."""
         tag = self._tag(part)
-        ns = self.namespace
-        return ns + "#m" + tag, ns + "#a" + tag, ns + "#e" + tag
+        # Under the namespace's prefix (so ACL key patterns like ~ns:* cover them), with a NUL
+        # no contract key holds: they never collide with a key, and scan() leaves them out.
+        base = self.prefix + "\x00"
+        return base + "m" + tag, base + "a" + tag, base + "e" + tag
 
     # -- strings ---------------------------------------------------------------------------------
     def get(self, key: str) -> Cmd:
@@ -597,6 +599,8 @@ class Commands:
                     name = raw.decode("utf-8")
                 except UnicodeDecodeError:
                     continue  # not UTF-8, so not a key threadstore wrote: skip it
+                if "\x00" in name:
+                    continue  # the activity index (see index_names)
                 keys.append(name[name.index("}", cut) + 1 :] if tagged else name[cut:])
             return int(next_cursor), keys
 
