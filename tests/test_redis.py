@@ -103,7 +103,7 @@ class TestCommands:
         c = Commands("ns", partitions=16, tagged=True)
         part = c.partition("thread:x")
         assert 0 <= part < 16 and part == c.partition("thread:x")
-        tag = "{ns#%d}" % part
+        tag = "{ns#" + str(part) + "}"
         assert c.key("thread:x") == "ns:" + tag + "thread:x"
         create = c.list_create("thread:x", 60, "m", scopes=("threads", "owner:a"), score=5)
         n_keys = create.args[2]
