@@ -46,6 +46,7 @@ from ._errors import InvalidInput, StorageUnavailable, WrongType
 from ._storage import (
     APPEND_FULL,
     APPEND_MISSING,
+    MAX_KEY_LENGTH,
     TRIM_ON_READ,
     AsyncOps,
     Inline,
@@ -371,6 +372,27 @@ class MemoryStorage(Storage):
                         self._shrink_around(key, now, old)
                     if old[0].__class__ is list and key in self._filed:
                         self._unfile(key)  # a string replaced the list
+                    return
+                # A new key. The common case (an ASCII key, room to spare, its expiry bucket in
+                # use) is checked and filed inline, without a call; the rest goes to _insert,
+                # which runs every check and makes room.
+                n = expires_at // 1.0
+                buckets = self._buckets
+                if (
+                    n in buckets
+                    and key.__class__ is str
+                    and 0 < len(key) <= MAX_KEY_LENGTH
+                    and key.isascii()
+                    and "\x00" not in key
+                    and size <= self._max_value_bytes
+                    and len(data) < self._max_keys
+                    and self._bytes + size <= self._max_bytes
+                    and self._due[0] >= now // 1.0  # no bucket due: nothing to sweep on the side
+                ):
+                    bucket = buckets[n]
+                    bucket.add(key)
+                    data[key] = (value, expires_at, size, bucket)
+                    self._bytes += size
                     return
                 self._insert(key, value, now, expires_at, size)
         except TypeError:  # a key that is not a str (unhashable, or without len())
