@@ -845,8 +845,8 @@ def test_file_size_plateaus_under_churn(db: Path) -> None:
 
 # -- schema v3: the activity index -------------------------------------------------------------
 _V3_OBJECTS = (
-    "TRIGGER kv_ix_deleted", "TRIGGER kv_ix_replaced", "TRIGGER kv_ix_expiry",
-    "TRIGGER ix_added", "TRIGGER ix_removed", "TABLE ix", "TABLE scope",
+    "TRIGGER kv_ix_deleted", "TRIGGER kv_ix_replaced", "TRIGGER ix_added", "TRIGGER ix_removed",
+    "TABLE ix", "TABLE scope",
 )  # fmt: skip
 
 
@@ -934,14 +934,23 @@ def test_v2_to_v3_migration_is_one_transaction(db: Path, monkeypatch: pytest.Mon
 
 
 def test_index_statements_use_their_indexes(store: SQLiteStorage) -> None:
+    store.list_create("l", 60, "m", scopes=("all",), score=1)
     conn = store._conn()
-    plans = {
-        "page": "SELECT score, key FROM ix WHERE scope = ? AND expires_at > ?"
-        " AND (score, key) < (?, ?) ORDER BY score DESC, key DESC LIMIT 5",
-        "count": "SELECT count(*) FROM ix WHERE scope = ? AND expires_at <= ?",
-        "append": "UPDATE ix SET score = coalesce(?, score), expires_at = ? WHERE list_id = ?",
+    expected = {
+        "page": "SEARCH ix USING COVERING INDEX ix_page",
+        "count": "SEARCH kv USING COVERING INDEX kv_expires_at (expires_at<?)",
+        "append": "SEARCH ix USING COVERING INDEX ix_list",
     }
-    for name, sql in plans.items():
+    statements = {
+        "page": "SELECT ix.score, ix.key FROM ix CROSS JOIN kv ON kv.id = ix.list_id"
+        " WHERE ix.scope = ? AND kv.expires_at > ? AND (ix.score, ix.key) < (?, ?)"
+        " ORDER BY ix.score DESC, ix.key DESC LIMIT 5",
+        "count": "SELECT count(*) FROM kv CROSS JOIN ix ON ix.scope = ? AND ix.list_id = kv.id"
+        " WHERE kv.expires_at <= ?",
+        "append": "UPDATE ix SET score = ? WHERE list_id = ?",
+    }
+    for name, sql in statements.items():
         params = (1,) * sql.count("?")
         plan = " | ".join(str(r[-1]) for r in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
-        assert "SCAN" not in plan and "TEMP B-TREE" not in plan, (name, plan)
+        assert expected[name] in plan, (name, plan)
+        assert "TEMP B-TREE" not in plan and "SCAN" not in plan, (name, plan)

@@ -123,11 +123,15 @@ def _script(source: str) -> _Script:
 # scopes joined by NUL, and per scope a sorted set A (score = activity) and E (score = expiry,
 # ms on the server's clock). Members are the caller's keys. Scripts get the prefixes of the A and
 # E names (ABASE, EBASE: everything but the scope) to reach the sets of a key's scopes.
-_INDEX_LIB = f"""
+_NOW_MS = """
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+"""
+_INDEX_LIB = (
+    _NOW_MS
+    + f"""
 local function unfile(m, member, abase, ebase)
   local scopes = redis.call('HGET', m, member)
   if not scopes then return end
@@ -144,6 +148,7 @@ end
 local TRIM_ON_WRITE = {TRIM_ON_WRITE}
 local TRIM_ON_READ = {TRIM_ON_READ}
 """
+)
 
 # KEYS: list, M, then A and E of each scope; ARGV: ttl ms, first item, score, scopes joined,
 # member, ABASE, EBASE. 1 when created, 0 when the key was taken.
@@ -171,9 +176,10 @@ return 1
 
 # KEYS: list, M; ARGV: item, max items, ttl ms, score ('' = keep), member, ABASE, EBASE.
 # New length, 0 when missing, -1 when full. Lists are never empty in Redis, so LLEN = 0 means
-# missing; on a string LLEN raises WRONGTYPE.
+# missing; on a string LLEN raises WRONGTYPE. No trimming here: every filed key was created
+# once, and each creation removes more expired entries than it adds.
 _LIST_APPEND = _script(
-    _INDEX_LIB
+    _NOW_MS
     + """
 local n = redis.call('LLEN', KEYS[1])
 if n == 0 then return 0 end
@@ -182,15 +188,11 @@ n = redis.call('RPUSH', KEYS[1], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 local scopes = redis.call('HGET', KEYS[2], ARGV[5])
 if scopes then
-  local now = now_ms()
-  local expires = now + tonumber(ARGV[3])
-  local first = nil
+  local expires = now_ms() + tonumber(ARGV[3])
   for scope in string.gmatch(scopes, '[^%z]+') do
     if ARGV[4] ~= '' then redis.call('ZADD', ARGV[6] .. scope, ARGV[4], ARGV[5]) end
     redis.call('ZADD', ARGV[7] .. scope, expires, ARGV[5])
-    first = first or scope
   end
-  trim(KEYS[2], ARGV[7] .. first, now, ARGV[6], ARGV[7], TRIM_ON_WRITE)
 end
 return n
 """

@@ -11,16 +11,16 @@ file as threadstore's)::
     item(list_id, idx, value)                 a rowid table, list_id = kv.id
         UNIQUE INDEX item_pos(list_id, idx)
     scope(id, ns, name, n)                    an activity index scope; n = its entries
-    ix(scope, list_id, key, score, expires_at)
-        PRIMARY KEY(scope, list_id); INDEX ix_page(scope, score, key, expires_at);
-        INDEX ix_expiry(scope, expires_at); INDEX ix_list(list_id)
+    ix(scope, list_id, key, score)
+        PRIMARY KEY(scope, list_id); INDEX ix_page(scope, score, key); INDEX ix_list(list_id)
 
 The activity index (notes/index.md): ``ix`` files a list under scopes. Triggers keep it in step
-with ``kv``: a list deleted (or turned into a string) leaves every scope in the same statement, a
-new TTL from ``expire()`` is copied; ``list_append`` re-scores with one ``UPDATE ix`` in its
-transaction; two more triggers keep ``scope.n``. Pages walk ``ix_page`` and skip expired entries
-inside the index; counts are ``n`` less the scope's expired entries not swept yet (an
-``ix_expiry`` range). Expired entries leave with their ``kv`` rows, in the bounded sweeps.
+with ``kv``: a list deleted (or turned into a string) leaves every scope in the same statement;
+two more triggers keep ``scope.n``. ``list_append`` re-scores with one ``UPDATE ix`` in its
+transaction (a row and an ``ix_page`` entry). Pages walk ``ix_page`` in order and look each
+candidate's expiry up in ``kv``; counts are ``n`` less the scope's lists expired and not swept
+yet (a ``kv_expires_at`` range joined to ``ix``). Expired entries leave with their ``kv`` rows,
+in the bounded sweeps.
 
 Appending is one ``UPDATE kv ... RETURNING`` plus one ``INSERT INTO item`` in one
 ``BEGIN IMMEDIATE`` transaction: O(1), earlier items are never rewritten. Two triggers delete a
@@ -202,21 +202,15 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             list_id INTEGER NOT NULL,
             key TEXT NOT NULL,
             score INTEGER NOT NULL,
-            expires_at INTEGER NOT NULL,
             PRIMARY KEY (scope, list_id)
         ) WITHOUT ROWID""",
-        "CREATE INDEX ix_page ON ix (scope, score, key, expires_at)",
-        "CREATE INDEX ix_expiry ON ix (scope, expires_at)",
+        "CREATE INDEX ix_page ON ix (scope, score, key)",
         "CREATE INDEX ix_list ON ix (list_id)",
         """CREATE TRIGGER kv_ix_deleted AFTER DELETE ON kv WHEN old.length IS NOT NULL
         BEGIN DELETE FROM ix WHERE list_id = old.id; END""",
         """CREATE TRIGGER kv_ix_replaced AFTER UPDATE OF length ON kv
         WHEN old.length IS NOT NULL AND new.length IS NULL
         BEGIN DELETE FROM ix WHERE list_id = old.id; END""",
-        # expire() on a list (an append changes length too and updates ix itself).
-        """CREATE TRIGGER kv_ix_expiry AFTER UPDATE OF expires_at ON kv
-        WHEN new.length IS NOT NULL AND new.length = old.length
-        BEGIN UPDATE ix SET expires_at = new.expires_at WHERE list_id = new.id; END""",
         """CREATE TRIGGER ix_added AFTER INSERT ON ix
         BEGIN UPDATE scope SET n = n + 1 WHERE id = new.scope; END""",
         """CREATE TRIGGER ix_removed AFTER DELETE ON ix
@@ -255,7 +249,7 @@ def _backfill_index(conn: sqlite3.Connection) -> None:
     )
     scopes: dict[int, int] = {}
     skipped = 0
-    for ns, list_id, key, length, expires_at, head, last in rows.fetchall():
+    for ns, list_id, key, length, _, head, last in rows.fetchall():
         try:
             if length == 1:
                 score = _iso_micros(json.loads(head)["created_at"])
@@ -267,8 +261,8 @@ def _backfill_index(conn: sqlite3.Connection) -> None:
         if ns not in scopes:
             scopes[ns] = conn.execute(_SCOPE_ID, (ns, ALL_THREADS)).fetchone()[0]
         conn.execute(
-            "INSERT INTO ix (scope, list_id, key, score, expires_at) VALUES (?, ?, ?, ?, ?)",
-            (scopes[ns], list_id, key, max(0, score), expires_at),
+            "INSERT INTO ix (scope, list_id, key, score) VALUES (?, ?, ?, ?)",
+            (scopes[ns], list_id, key, max(0, score)),
         )
     if skipped:
         log.warning("threadstore: %d undecodable threads were left out of the index", skipped)
@@ -883,7 +877,7 @@ class SQLiteStorage(Storage):
                 "INSERT INTO item (list_id, idx, value) VALUES (?, 0, ?)", (rows[0][0], first)
             )
             for name in scopes:
-                self._file(conn, rows[0][0], key, name, score, now + ms)
+                self._file(conn, rows[0][0], key, name, score)
             return True
 
         return self._transact(body)
@@ -895,13 +889,12 @@ class SQLiteStorage(Storage):
         key: str,
         scope: str,
         score: int,
-        expires_at: int,
     ) -> None:
         scope_id = conn.execute(_SCOPE_ID, (self._ns, scope)).fetchone()[0]
         conn.execute(
-            "INSERT INTO ix (scope, list_id, key, score, expires_at) VALUES (?, ?, ?, ?, ?)"
+            "INSERT INTO ix (scope, list_id, key, score) VALUES (?, ?, ?, ?)"
             " ON CONFLICT (scope, list_id) DO UPDATE SET score = excluded.score",
-            (scope_id, list_id, key, score, expires_at),
+            (scope_id, list_id, key, score),
         )
 
     def list_append(
@@ -935,10 +928,8 @@ class SQLiteStorage(Storage):
                     "INSERT INTO item (list_id, idx, value) VALUES (?, ?, ?)",
                     (list_id, length - 1, value),
                 )
-                conn.execute(  # its index entries, if it is filed: a probe of ix_list otherwise
-                    "UPDATE ix SET score = coalesce(?, score), expires_at = ? WHERE list_id = ?",
-                    (score, now + ms, list_id),
-                )
+                if score is not None:  # its index entries, if filed (else a probe of ix_list)
+                    conn.execute("UPDATE ix SET score = ? WHERE list_id = ?", (score, list_id))
                 return int(length)
             found = conn.execute(
                 "SELECT length FROM kv WHERE ns = ? AND key = ? AND expires_at > ?", (ns, key, now)
@@ -1000,17 +991,17 @@ class SQLiteStorage(Storage):
 
         def body(conn: sqlite3.Connection) -> bool:
             rows = conn.execute(
-                "SELECT id, length, expires_at FROM kv WHERE ns = ? AND key = ? AND expires_at > ?",
+                "SELECT id, length FROM kv WHERE ns = ? AND key = ? AND expires_at > ?",
                 (ns, key, _now_ms()),
             ).fetchall()
             if not rows:
                 return False
-            list_id, length, expires_at = rows[0]
+            list_id, length = rows[0]
             if length is None:
                 raise WrongType(f"key {key!r} holds a string, not a list")
             conn.execute("UPDATE ix SET score = ? WHERE list_id = ?", (score, list_id))
             for name in scopes:
-                self._file(conn, list_id, key, name, score, expires_at)
+                self._file(conn, list_id, key, name, score)
             return True
 
         return self._transact(body)
@@ -1025,24 +1016,33 @@ class SQLiteStorage(Storage):
     ) -> list[tuple[int, str]]:
         check_scope(scope)
         limit, after = check_page(limit, after)
-        # One walk of ix_page; expired entries are skipped inside the index (the sweeps remove
-        # them with their kv rows).
+        # One walk of ix_page in order (CROSS JOIN keeps ix the outer loop), each candidate's
+        # expiry looked up in kv: expired entries are skipped (the sweeps remove them with their
+        # kv rows).
         sql = (
-            "SELECT score, key FROM ix WHERE scope ="
-            " (SELECT id FROM scope WHERE ns = ? AND name = ?) AND expires_at > ?"
+            "SELECT ix.score, ix.key FROM ix CROSS JOIN kv ON kv.id = ix.list_id"
+            " WHERE ix.scope = (SELECT id FROM scope WHERE ns = ? AND name = ?)"
+            " AND kv.expires_at > ?"
         )
         params: tuple[object, ...] = (self._ns, scope, _now_ms())
         if after is not None:
-            sql += " AND (score, key) > (?, ?)" if ascending else " AND (score, key) < (?, ?)"
+            sql += (
+                " AND (ix.score, ix.key) > (?, ?)"
+                if ascending
+                else " AND (ix.score, ix.key) < (?, ?)"
+            )
             params += after
         order = "ASC" if ascending else "DESC"
-        sql += f" ORDER BY score {order}, key {order} LIMIT {limit}"
+        sql += f" ORDER BY ix.score {order}, ix.key {order} LIMIT {limit}"
         return [(int(score), str(key)) for score, key in self._read(sql, params)]
 
     def index_count(self, scope: str) -> int:
         check_scope(scope)
+        # n less the scope's lists that expired and were not swept yet: a kv_expires_at range
+        # (the sweeps keep it short), each probed in ix by its primary key.
         rows = self._read(
-            "SELECT n - (SELECT count(*) FROM ix WHERE ix.scope = scope.id AND expires_at <= ?)"
+            "SELECT n - (SELECT count(*) FROM kv CROSS JOIN ix"
+            " ON ix.scope = scope.id AND ix.list_id = kv.id WHERE kv.expires_at <= ?)"
             " FROM scope WHERE ns = ? AND name = ?",
             (_now_ms(), self._ns, scope),
         )
