@@ -366,9 +366,8 @@ class MemoryStorage(Storage):
                     and 0 < len(key) <= MAX_KEY_LENGTH
                     and key.isascii()
                     and "\x00" not in key
-                    and size <= self._max_value_bytes
+                    and self._bytes + size <= self._max_value_bytes  # so size is allowed too
                     and len(data) < self._max_keys
-                    and self._bytes + size <= self._max_bytes
                     and self._due[0] >= now // 1.0  # no bucket due: nothing to sweep on the side
                 ):
                     bucket = buckets[n]
