@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from . import _auth
 from ._errors import (
     CorruptData,
     InvalidInput,
@@ -135,6 +136,7 @@ def _decode_thread(items: list[str], thread_id: str) -> Thread:
         tool_name=meta.tool_name,
         initial_context=meta.initial_context,
         turns=turns,
+        owner=meta.owner,
     )
 
 
@@ -174,9 +176,19 @@ class Logic:
     max_turns: int
     max_turn_bytes: int = DEFAULT_MAX_TURN_BYTES
     max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES
+    owner: str | None = None
+    """The principal acting: threads created are owned by it (None: created without owner)."""
+    see_all: bool = True
+    """False: only ``owner``'s threads exist for this logic; another principal's thread (or one
+    without owner) answers exactly like a missing one. True: every thread (an admin, or the
+    unscoped library)."""
 
     def __post_init__(self) -> None:
         check_ttl(self.ttl_seconds)
+        if self.owner is not None:
+            _auth.check_owner(self.owner)
+        if not self.see_all and self.owner is None:
+            raise InvalidInput("a scoped store needs an owner")
         for name in ("max_turns", "max_turn_bytes", "max_metadata_bytes"):
             value = getattr(self, name)
             if type(value) is not int or not 1 <= value <= 1 << 40:
@@ -190,6 +202,22 @@ class Logic:
             " CONVERSATION_TIMEOUT_HOURS sets it). Start a new thread."
         )
 
+    # -- ownership ------------------------------------------------------------------------------
+    def visible(self, meta: ThreadMeta) -> bool:
+        """Whether this logic's principal may see (and change) a thread."""
+        return self.see_all or meta.owner == self.owner
+
+    def _owned(self, thread_id: str, operation: str) -> Op[bool]:
+        """For a scoped logic: True when the thread is live and ours. A thread of another
+        principal is logged (audit) and answers False, exactly like a missing one."""
+        head: list[str] = yield Call("list_range", (thread_key(thread_id), 0, 1))
+        if not head:
+            return False
+        if self.visible(_decode_meta(head[0], thread_id)):
+            return True
+        _auth.refused(self.owner, operation, thread_id)
+        return False
+
     # -- writes ---------------------------------------------------------------------------------
     def create_thread(
         self,
@@ -202,6 +230,8 @@ class Logic:
         parent = None
         if parent_thread_id is not None:
             parent = check_thread_id(parent_thread_id, "parent_thread_id")
+            if not self.see_all and not (yield from self._owned(parent, "create_thread")):
+                raise self.not_found(parent)
         for _ in range(3):  # a UUID4 collision is astronomically unlikely; never overwrite one
             thread_id = new_thread_id()
             meta = ThreadMeta(
@@ -210,6 +240,7 @@ class Logic:
                 created_at=utcnow(),
                 tool_name=name,
                 initial_context=context,
+                owner=self.owner,
             )
             created = yield Call(
                 "list_create",
@@ -247,6 +278,9 @@ class Logic:
             metadata=metadata,
         )
         turn, payload = self._turn_payload(turn)
+        # The owner never changes and ids are never reused, so checking it first is race-free.
+        if not self.see_all and not (yield from self._owned(thread_id, "add_turn")):
+            raise self.not_found(thread_id)
         n = yield Call(
             "list_append",
             (thread_key(thread_id), payload),
@@ -287,14 +321,29 @@ class Logic:
         return checked, payload
 
     def delete_thread(self, thread_id: str) -> Op[bool]:
-        deleted: bool = yield Call("delete", (thread_key(check_thread_id(thread_id)),))
+        check_thread_id(thread_id)
+        if not self.see_all and not (yield from self._owned(thread_id, "delete_thread")):
+            return False
+        deleted: bool = yield Call("delete", (thread_key(thread_id),))
         return deleted
 
     # -- reads ----------------------------------------------------------------------------------
     def get_thread(self, thread_id: str) -> Op[Thread | None]:
+        return (yield from self._get(thread_id, "get_thread"))
+
+    def _get(self, thread_id: str, operation: str | None) -> Op[Thread | None]:
+        """The thread if it is live and visible; a foreign one is audited unless ``operation``
+        is None (a parent met while walking a chain: not a request for it)."""
         check_thread_id(thread_id)
         items: list[str] = yield Call("list_range", (thread_key(thread_id),))
-        return _decode_thread(items, thread_id) if items else None
+        if not items:
+            return None
+        thread = _decode_thread(items, thread_id)
+        if self.see_all or thread.owner == self.owner:
+            return thread
+        if operation is not None:
+            _auth.refused(self.owner, operation, thread_id)
+        return None
 
     def require_thread(self, thread_id: str) -> Op[Thread]:
         thread = yield from self.get_thread(thread_id)
@@ -304,7 +353,16 @@ class Logic:
 
     def count_threads(self) -> Op[int]:
         keys: list[str] = yield Call("scan", (KEY_PREFIX,))
-        return len(keys)
+        if self.see_all:
+            return len(keys)
+        count = 0
+        for key in keys:  # interim until the activity index: O(threads)
+            head: list[str] = yield Call("list_range", (key, 0, 1))
+            try:
+                count += bool(head) and self.visible(_decode_meta(head[0], key))
+            except CorruptData:
+                continue
+        return count
 
     def get_thread_chain(self, thread_id: str, max_depth: int = 20) -> Op[list[Thread]]:
         check_thread_id(thread_id)
@@ -315,7 +373,8 @@ class Logic:
         current: str | None = thread_id
         while current is not None and current not in seen and len(chain) < max_depth:
             seen.add(current)
-            thread = yield from self.get_thread(current)
+            # The chain stops at a thread the caller may not see: parents never leak.
+            thread = yield from self._get(current, "get_thread_chain" if not chain else None)
             if thread is None:
                 break
             chain.append(thread)
@@ -365,6 +424,10 @@ class Logic:
         length: int = yield Call("list_length", (key,))
         if not length:
             return None
+        if not self.see_all:
+            head: list[str] = yield Call("list_range", (key, 0, 1))
+            if not head or not self.visible(_decode_meta(head[0], thread_id)):
+                return None
         last: list[str] = yield Call("list_range", (key, length - 1, length))
         if not last:
             return None
@@ -386,6 +449,7 @@ class Logic:
             last_updated_at=_last_activity(last[0], thread_id, length),
             turn_count=length - 1,
             expires_in_seconds=round(left, 3),
+            owner=meta.owner,
         )
 
     # -- export / import ------------------------------------------------------------------------
@@ -396,14 +460,17 @@ class Logic:
     def export_line(self, thread_id: str) -> Op[str | None]:
         """One thread as a JSON line; None when it expired meanwhile or is damaged (logged)."""
         try:
-            thread = yield from self.get_thread(thread_id)
+            thread = yield from self._get(thread_id, None)
         except (CorruptData, WrongType) as exc:
             log.warning("threadstore: export skips a thread: %s", exc)
             return None
         return None if thread is None else thread.model_dump_json(exclude_none=True)
 
     def import_thread(self, line: str, *, replace: bool = False) -> Op[bool]:
-        """Store one exported JSON line; False when the thread exists and ``replace`` is off."""
+        """Store one exported JSON line; False when the thread exists and ``replace`` is off.
+
+        The owner in the line is kept, except by a scoped logic: it imports every thread as its
+        own and never replaces another principal's thread (that one is kept: False)."""
         try:
             thread = Thread.model_validate_json(line)
         except ValidationError as exc:
@@ -422,8 +489,15 @@ class Logic:
             created_at=thread.created_at,
             tool_name=thread.tool_name,
             initial_context=thread.initial_context,
+            owner=thread.owner if self.see_all else self.owner,
         )
+        if meta.owner is not None:
+            _auth.check_owner(meta.owner)
         if replace:
+            if not self.see_all:
+                exists: bool = yield Call("exists", (key,))
+                if exists and not (yield from self._owned(thread_id, "import_threads")):
+                    return False
             yield Call("delete", (key,))
         created = yield Call(
             "list_create", (key, self.ttl_seconds, meta.model_dump_json(exclude_none=True))

@@ -59,6 +59,8 @@ class ThreadMeta(BaseModel):
     created_at: datetime
     tool_name: str
     initial_context: dict[str, Any] | None = None
+    owner: str | None = None
+    """The principal that created the thread (None: created without one, seen by admins only)."""
 
 
 class Thread(BaseModel):
@@ -73,6 +75,7 @@ class Thread(BaseModel):
     tool_name: str
     initial_context: dict[str, Any] | None = None
     turns: list[Turn] = Field(default_factory=list)
+    owner: str | None = None
 
 
 class ThreadSummary(BaseModel):
@@ -87,6 +90,7 @@ class ThreadSummary(BaseModel):
     last_updated_at: datetime
     turn_count: int
     expires_in_seconds: float
+    owner: str | None = None
 
 
 class ThreadPage(BaseModel):
