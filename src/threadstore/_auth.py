@@ -44,7 +44,7 @@ MAX_OWNER_LENGTH = 190
 """Longest principal name (it becomes part of an index scope name)."""
 LOCAL = "local"
 """The principal of stdio serving, and of HTTP on loopback without any token (an admin)."""
-SHARED_TOKEN_PRINCIPAL = "admin"
+SHARED_TOKEN_PRINCIPAL = "admin"  # noqa: S105 - a principal's name, not a secret
 """The principal THREADSTORE_AUTH_TOKEN stands for (an admin)."""
 ADMIN_FLAG = "admin"
 _SHA256 = "sha256:"
@@ -63,7 +63,10 @@ def check_owner(owner: object, what: str = "owner") -> str:
         raise InvalidInput(f"{what} must be a str, got {type(owner).__name__}")
     if not owner or len(owner) > MAX_OWNER_LENGTH:
         raise InvalidInput(f"{what} must be 1 to {MAX_OWNER_LENGTH} characters, got {len(owner)}")
-    if any(unicodedata.category(c)[0] in "CZ" and c != " " for c in owner) or owner.strip() != owner:
+    if (
+        any(unicodedata.category(c)[0] in "CZ" and c != " " for c in owner)
+        or owner.strip() != owner
+    ):
         raise InvalidInput(
             f"{what} {owner[:40]!r} must be printable text without control characters, tabs,"
             " line breaks or surrounding spaces"
@@ -251,7 +254,10 @@ def file_mode_problem(path: Path) -> str | None:
     """Why a secrets file is unsafe (open to group or others), or None."""
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
-        return f"{path} is readable or writable by other users (mode {mode:04o}); run: chmod 600 {path}"
+        return (
+            f"{path}: it is readable or writable by other users (mode {mode:04o});"
+            f" run: chmod 600 {path}"
+        )
     return None
 
 
@@ -333,9 +339,7 @@ class JwtVerifier:
             if key.key_type in ("RSA", "EC", "OKP") and key.algorithm_name in JWT_ALGORITHMS:
                 keys[key.key_id] = key
         if not keys:
-            raise ConfigError(
-                "THREADSTORE_OAUTH_JWKS: the JWKS holds no RSA, EC or OKP public key"
-            )
+            raise ConfigError("THREADSTORE_OAUTH_JWKS: the JWKS holds no RSA, EC or OKP public key")
         return keys
 
     def refresh(self) -> None:

@@ -97,7 +97,8 @@ class _Facade:
         return scoped
 
     def __repr__(self) -> str:
-        who = "" if self.owner is None else f" owner={self.owner!r}{'' if not self.sees_all else ' admin'}"
+        who = "" if self.owner is None else f" owner={self.owner!r}"
+        who += " admin" if self.owner is not None and self.sees_all else ""
         return f"<{type(self).__name__} {self.storage!r} ttl={self.ttl_seconds:g}s{who}>"
 
 
