@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from auth_support import error, ok, serving, session
 
+from auth_support import error, ok, serving, session
 from threadstore import AsyncThreadStore, MemoryStorage, ThreadStore
 from threadstore._auth import hash_token, parse_tokens
 from threadstore._config import load_settings
@@ -234,7 +234,7 @@ def test_load_auth_combines_the_file_and_the_shared_token(tmp_path: Path) -> Non
 
 
 def test_a_tokens_file_authenticates_remote_serving() -> None:
-    check_http_options("0.0.0.0", allow_remote=True, token=None, principals=True)  # noqa: S104
+    check_http_options("0.0.0.0", allow_remote=True, token=None, principals=True)
 
 
 def cli(tmp: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -32,26 +32,19 @@ def store(storage: Storage) -> ThreadStore:
     return ThreadStore(storage, ttl_seconds=3600, max_turns=50)
 
 
-def not_found_text(store: ThreadStore, thread_id: str) -> str:
-    with pytest.raises(ThreadNotFound) as caught:
-        store.require_thread(thread_id)
-    return str(caught.value)
-
-
 def same_as_missing(store: ThreadStore, foreign: str, call: str) -> None:
     """The error for ``foreign`` is the error for a fresh id, with the id swapped."""
     missing = str(uuid.uuid4())
+    calls: dict[str, Callable[[str], object]] = {
+        "require": store.require_thread,
+        "append": lambda tid: store.add_turn(tid, "user", "hello"),
+        "history": lambda tid: store.build_history(tid, max_tokens=1000),
+        "parent": lambda tid: store.create_thread("t", parent_thread_id=tid),
+    }
     texts = []
     for thread_id in (foreign, missing):
         with pytest.raises(ThreadNotFound) as caught:
-            if call == "require":
-                store.require_thread(thread_id)
-            elif call == "append":
-                store.add_turn(thread_id, "user", "hello")
-            elif call == "history":
-                store.build_history(thread_id, max_tokens=1000)
-            else:
-                store.create_thread("t", parent_thread_id=thread_id)
+            calls[call](thread_id)
         texts.append(str(caught.value).replace(thread_id, "<id>"))
         assert type(caught.value) is ThreadNotFound
     assert texts[0] == texts[1]
