@@ -208,7 +208,7 @@ class Logic:
         return self.see_all or meta.owner == self.owner
 
     def _owned(self, thread_id: str, operation: str) -> Op[bool]:
-        """For a scoped logic: True when the thread is live and ours. A thread of another
+        """True when the thread is live and visible to this logic. A thread of another
         principal is logged (audit) and answers False, exactly like a missing one."""
         head: list[str] = yield Call("list_range", (thread_key(thread_id), 0, 1))
         if not head:
