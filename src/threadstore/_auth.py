@@ -302,7 +302,12 @@ class JwtVerifier:
     REFRESH_SECONDS = 60.0
 
     def __init__(self, settings: OAuthSettings) -> None:
-        import jwt  # PyJWT[crypto]: pip install 'threadstore[oauth]'
+        try:
+            import jwt
+        except ModuleNotFoundError:
+            raise ConfigError(
+                "THREADSTORE_OAUTH_* needs PyJWT with cryptography: pip install 'threadstore[oauth]'"
+            ) from None
 
         self._jwt = jwt
         self.settings = settings
@@ -341,6 +346,10 @@ class JwtVerifier:
         if not keys:
             raise ConfigError("THREADSTORE_OAUTH_JWKS: the JWKS holds no RSA, EC or OKP public key")
         return keys
+
+    @property
+    def key_count(self) -> int:
+        return len(self._keys)
 
     def refresh(self) -> None:
         """Fetch the JWKS from its URL now (the server does it once at start)."""
