@@ -111,11 +111,13 @@ def test_doctor_checks_the_tokens_file(
     assert "2 principals (1 admin)" in checks["tokens file"]["detail"]
     os.chmod(path, 0o644)
     checks = doctor(url, monkeypatch, THREADSTORE_AUTH_TOKENS_FILE=str(path))
-    assert checks["tokens file"]["status"] == "FAIL" and "chmod 600" in checks["tokens file"]["detail"]
+    check = checks["tokens file"]
+    assert check["status"] == "FAIL" and "chmod 600" in check["detail"]
     os.chmod(path, 0o600)
     path.write_text(f"alice {TOKEN}\nbob {TOKEN}\n")
     checks = doctor(url, monkeypatch, THREADSTORE_AUTH_TOKENS_FILE=str(path))
-    assert checks["tokens file"]["status"] == "FAIL" and "line 2" in checks["tokens file"]["detail"]
+    check = checks["tokens file"]
+    assert check["status"] == "FAIL" and "line 2" in check["detail"]
     assert TOKEN not in json.dumps(checks)
     assert run("--url", url, "doctor").exit_code == 1
 

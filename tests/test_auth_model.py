@@ -40,7 +40,7 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Server]:
-    lines = [f"{name} {token}{' admin' if name in ADMINS else ''}" for name, token in TOKENS.items()]
+    lines = [f"{name} {token} {'admin' * (name in ADMINS)}" for name, token in TOKENS.items()]
     auth = ServerAuth(ThreadstoreVerifier(parse_tokens(lines), None))
     storage = MemoryStorage()
     store = AsyncThreadStore(storage, ttl_seconds=3600, max_turns=1000)
@@ -105,7 +105,9 @@ def target(model: Model, index: int) -> str:
 
 async def call(client: Client, tool: str, args: dict[str, Any]) -> tuple[bool, Any]:
     result = await client.call_tool(tool, args)
-    return (not result.is_error), (result.structured_content if not result.is_error else text(result))
+    if result.is_error:
+        return False, text(result)
+    return True, result.structured_content
 
 
 async def refusal_matches_missing(

@@ -306,7 +306,8 @@ class JwtVerifier:
             import jwt
         except ModuleNotFoundError:
             raise ConfigError(
-                "THREADSTORE_OAUTH_* needs PyJWT with cryptography: pip install 'threadstore[oauth]'"
+                "THREADSTORE_OAUTH_* needs PyJWT with cryptography:"
+                " pip install 'threadstore[oauth]'"
             ) from None
 
         self._jwt = jwt
