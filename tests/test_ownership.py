@@ -202,3 +202,56 @@ async def test_the_async_facade_scopes_the_same_way(storage: Storage, anyio_back
     assert await bob.delete_thread(tid) is False
     assert await bob.count_threads() == 0 and await alice.count_threads() == 1
     assert [t.owner for t in (await alice.list_threads()).threads] == ["alice"]
+
+
+class Counting:
+    """A real storage, with every call counted by method name."""
+
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> object:
+        attr = getattr(self._storage, name)
+        if callable(attr):
+
+            def counted(*args: object, **kwargs: object) -> object:
+                self.calls.append(name)
+                return attr(*args, **kwargs)
+
+            return counted
+        return attr
+
+
+def test_listing_and_counting_by_owner_cost_one_page(storage: Storage) -> None:
+    base = ThreadStore(storage, ttl_seconds=3600, max_turns=50)
+    for _ in range(40):
+        base.for_owner("bob").create_thread("b")
+    mine = [base.for_owner("alice").create_thread("a") for _ in range(6)]
+    counting = Counting(storage)
+    alice = ThreadStore(counting, ttl_seconds=3600, max_turns=50).for_owner("alice")  # type: ignore[arg-type]
+    page = alice.list_threads(limit=3)
+    assert [row.thread_id for row in page.threads] == mine[::-1][:3]
+    assert counting.calls.count("index_page") == 1 and "scan" not in counting.calls
+    assert len(counting.calls) <= 1 + 3 * 4, counting.calls
+    counting.calls.clear()
+    assert alice.count_threads() == 6
+    assert counting.calls == ["index_count"]
+
+
+def test_reindex_files_threads_under_their_owner(storage: Storage) -> None:
+    """Threads written without index entries (an older release on Redis) are listed per owner
+    once reindex() has run."""
+    from threadstore._ids import thread_key
+    from threadstore._models import ThreadMeta, utcnow
+
+    store = ThreadStore(storage, ttl_seconds=3600, max_turns=50)
+    tid = str(uuid.uuid4())
+    meta = ThreadMeta(thread_id=tid, created_at=utcnow(), tool_name="old", owner="alice")
+    storage.list_create(thread_key(tid), 3600, meta.model_dump_json(exclude_none=True))
+    alice = store.for_owner("alice")
+    assert alice.require_thread(tid).owner == "alice"
+    assert alice.count_threads() == 0, "not filed yet"
+    assert store.reindex() == 1
+    assert [row.thread_id for row in alice.list_threads().threads] == [tid]
+    assert alice.count_threads() == 1 and store.for_owner("bob").count_threads() == 0
