@@ -276,3 +276,13 @@ def test_serve_refuses_a_bad_tokens_file_before_listening(
     assert done.returncode == 2, done.stderr
     assert words in done.stderr and "Traceback" not in done.stderr
     assert ALICE not in done.stderr and BOB not in done.stderr
+
+
+async def test_stdio_and_open_loopback_serve_the_local_admin() -> None:
+    from mcp import Client
+
+    from threadstore.server import build_server
+
+    async with Client(build_server(url="memory://")) as client:
+        info = await ok(client, "store_info", {})
+    assert info["principal"] == "local" and info["admin"] is True and info["stats"]

@@ -449,6 +449,8 @@ class ThreadstoreVerifier:
         if principal.admin:
             scopes.append(self.ADMIN)
         exp = claims.get("exp")
+        if isinstance(exp, int | float) and self.jwt is not None:
+            exp += self.jwt.settings.leeway_seconds  # the SDK checks it again, without leeway
         return AccessToken(
             token=token,
             client_id=str(claims.get("client_id") or claims.get("azp") or principal.name),
