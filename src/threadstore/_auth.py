@@ -25,7 +25,6 @@ import logging
 import stat
 import time
 import unicodedata
-import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -326,6 +325,8 @@ class JwtVerifier:
             raise ConfigError(f"THREADSTORE_OAUTH_JWKS: cannot read {path}: {exc}") from None
 
     def _fetch(self) -> str:
+        import urllib.request
+
         request = urllib.request.Request(  # noqa: S310 - http(s) only, checked in _config
             self.settings.jwks, headers={"Accept": "application/json"}
         )
