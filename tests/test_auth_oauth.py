@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import anyio
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -337,3 +338,67 @@ def test_the_resource_url_defaults_to_the_audience_then_the_address(jwks_file: P
     auth = load_auth(load_settings(env), host="127.0.0.1", port=9999)
     assert auth is not None and auth.oauth is not None
     assert str(auth.oauth.resource_server_url) == "http://127.0.0.1:9999/mcp"
+
+
+async def test_threadstore_serve_with_a_tokens_file_and_oauth(keys: Keys, tmp_path: Path) -> None:
+    """The real `threadstore serve --transport http` process: keys fetched from the JWKS URL at
+    start, a hashed static token and an OAuth token side by side, audit lines on stderr, never a
+    token."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    jwks = JwksServer(keys.jwks)
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"ci-bot {hash_token(STATIC)} admin\n")
+    tokens.chmod(0o600)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("THREADSTORE_")}
+    env.update(
+        HOME=str(tmp_path),
+        XDG_STATE_HOME=str(tmp_path / "state"),
+        THREADSTORE_URL=f"sqlite:///{tmp_path}/t.db",
+        THREADSTORE_AUTH_TOKENS_FILE=str(tokens),
+        THREADSTORE_OAUTH_ISSUER=ISSUER,
+        THREADSTORE_OAUTH_AUDIENCE=AUDIENCE,
+        THREADSTORE_OAUTH_JWKS=jwks.url,
+        THREADSTORE_OAUTH_RESOURCE=f"http://127.0.0.1:{port}/mcp",
+    )
+    args = ["serve", "--transport", "http", "--port", str(port), "--log-level", "INFO"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "threadstore.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    proc.kill()
+                    pytest.fail(f"server did not start: {proc.communicate()[1].decode()}")
+                await anyio.sleep(0.05)
+        url = f"http://127.0.0.1:{port}/mcp"
+        alice_token = keys.token("alice")
+        async with session(url, alice_token) as alice, session(url, STATIC) as bot:
+            tid = (await ok(alice, "thread_create", {}))["thread_id"]
+            listed = await ok(bot, "thread_list", {})
+            assert [(r["thread_id"], r["owner"]) for r in listed["threads"]] == [(tid, "alice")]
+            assert (await ok(bot, "thread_delete", {"thread_id": tid}))["deleted"] is True
+        status, _, _ = http_get(url, "wrong-token")
+        assert status == 401
+        assert jwks.hits >= 1
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=30)
+        jwks.close()
+    log = err.decode()
+    assert out == b""
+    assert "delete: principal='ci-bot' tool=thread_delete" in log and tid in log
+    assert "status=401" in log
+    assert STATIC not in log and alice_token not in log
