@@ -132,8 +132,14 @@ def load_compat_settings(environ: Mapping[str, str] | None = None) -> CompatSett
     return CompatSettings(max_turns=max_turns, timeout_hours=hours, warnings=tuple(warnings))
 
 
-def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate every threadstore variable. Raises ConfigError naming the bad one."""
+def load_settings(
+    environ: Mapping[str, str] | None = None, *, conversation_limits: bool = True
+) -> Settings:
+    """Read and validate every threadstore variable. Raises ConfigError naming the bad one.
+
+    With ``conversation_limits=False`` CONVERSATION_TIMEOUT_HOURS and MAX_CONVERSATION_TURNS are
+    not read (the defaults stand): ``threadstore.compat`` reads those two itself, forgivingly,
+    and must still open the store when they hold something it warned about."""
     env = os.environ if environ is None else environ
 
     def val(name: str) -> str | None:
@@ -149,11 +155,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         url = check_url(raw, "REDIS_URL")
 
     hours = DEFAULT_TIMEOUT_HOURS
-    if (raw := val("CONVERSATION_TIMEOUT_HOURS")) is not None:
+    if conversation_limits and (raw := val("CONVERSATION_TIMEOUT_HOURS")) is not None:
         hours = parse_timeout_hours(raw)
 
     max_turns = DEFAULT_MAX_TURNS
-    if (raw := val("MAX_CONVERSATION_TURNS")) is not None:
+    if conversation_limits and (raw := val("MAX_CONVERSATION_TURNS")) is not None:
         max_turns = parse_max_turns(raw)
 
     namespace = DEFAULT_NAMESPACE

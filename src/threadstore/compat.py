@@ -42,7 +42,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ._config import load_compat_settings
+from ._config import load_compat_settings, load_settings
 from ._errors import InvalidInput, ThreadFull, ThreadNotFound, ThreadstoreError
 from ._factory import get_storage_backend
 from ._logic import LENIENT, Logic
@@ -125,8 +125,10 @@ class ThreadContext(BaseModel):
 
 # -- storage ------------------------------------------------------------------------------------
 def get_storage() -> Storage:
-    """The process-wide backend (``THREADSTORE_URL``, else ``REDIS_URL``, else memory)."""
-    return get_storage_backend()
+    """The process-wide backend (``THREADSTORE_URL``, else ``REDIS_URL``, else memory). A bad
+    CONVERSATION_TIMEOUT_HOURS or MAX_CONVERSATION_TURNS, already warned about at import, does
+    not stop it from opening."""
+    return get_storage_backend(load_settings(conversation_limits=False))
 
 
 def _logic() -> Logic:
