@@ -36,7 +36,7 @@ UUID = "12345678-1234-1234-1234-123456789012"
 
 
 @pytest.fixture(autouse=True)
-def _store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
+def store_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
     """Each test: a fresh SQLite file as the process-wide store, the default limits."""
     url = f"sqlite:///{tmp_path}/threads.db"
     monkeypatch.setenv("THREADSTORE_URL", url)
@@ -275,7 +275,7 @@ def test_bad_settings_at_import_log_a_warning_and_the_server_keeps_working(
 
 
 # -- ordinary threads -----------------------------------------------------------------------------
-def test_compat_threads_are_ordinary_threads(_store: str) -> None:
+def test_compat_threads_are_ordinary_threads(store_url: str) -> None:
     parent = compat.create_thread("analyze", {"prompt": "p"})
     assert compat.add_turn(parent, "user", "question", files=["a.py"])
     child = compat.create_thread("chat", {}, parent_thread_id=parent)
@@ -283,7 +283,7 @@ def test_compat_threads_are_ordinary_threads(_store: str) -> None:
     odd = compat.create_thread("chat", {}, parent_thread_id="not-a-thread")
     assert compat.add_turn(odd, "tool", "")
 
-    store = ThreadStore(open_storage(_store), ttl_seconds=60, max_turns=50)
+    store = ThreadStore(open_storage(store_url), ttl_seconds=60, max_turns=50)
     thread = store.get_thread(child)
     assert thread is not None and thread.turns[0].role == "system"
     assert [t.thread_id for t in store.get_thread_chain(child)] == [parent, child]
@@ -295,17 +295,17 @@ def test_compat_threads_are_ordinary_threads(_store: str) -> None:
     store.close()
 
     runner = CliRunner()
-    shown = runner.invoke(app, ["--url", _store, "show", child])
+    shown = runner.invoke(app, ["--url", store_url, "show", child])
     assert shown.exit_code == 0, shown.output
     assert "system" in shown.stdout and "odd role" in shown.stdout
-    shown = runner.invoke(app, ["--url", _store, "show", odd])
+    shown = runner.invoke(app, ["--url", store_url, "show", odd])
     assert shown.exit_code == 0, shown.output
-    listing = runner.invoke(app, ["--url", _store, "list", "--json"])
+    listing = runner.invoke(app, ["--url", store_url, "list", "--json"])
     assert {t["thread_id"] for t in json.loads(listing.stdout)["threads"]} >= {parent, child, odd}
 
 
-def test_library_api_still_refuses_unknown_roles_and_bad_parents(_store: str) -> None:
-    store = ThreadStore(open_storage(_store), ttl_seconds=60, max_turns=50)
+def test_library_api_still_refuses_unknown_roles_and_bad_parents(store_url: str) -> None:
+    store = ThreadStore(open_storage(store_url), ttl_seconds=60, max_turns=50)
     tid = store.create_thread("chat")
     with pytest.raises(threadstore.InvalidInput, match="unknown role"):
         store.add_turn(tid, "system", "x")
@@ -562,18 +562,20 @@ def _finish(proc: subprocess.Popen[str]) -> str:
     return out
 
 
-def test_fake_server_package_across_processes_on_sqlite(_store: str, tmp_path: Path) -> None:
+def test_fake_server_package_across_processes_on_sqlite(store_url: str, tmp_path: Path) -> None:
     root = _fake_server(tmp_path)
-    tid = _finish(_server(root, _store, "create", "analyze")).strip()
+    tid = _finish(_server(root, store_url, "create", "analyze")).strip()
     writers, per_writer = 4, 60
-    procs = [_server(root, _store, "append", tid, f"w{w}", str(per_writer)) for w in range(writers)]
+    procs = [
+        _server(root, store_url, "append", tid, f"w{w}", str(per_writer)) for w in range(writers)
+    ]
     for proc in procs:
         assert _finish(proc).split() == ["ok"] * per_writer
-    child = _finish(_server(root, _store, "create", "chat", tid)).strip()
-    out = _finish(_server(root, _store, "append", child, "c", "1"))
+    child = _finish(_server(root, store_url, "create", "chat", tid)).strip()
+    out = _finish(_server(root, store_url, "append", child, "c", "1"))
     assert out.split() == ["ok"]
 
-    history = _finish(_server(root, _store, "history", child))
+    history = _finish(_server(root, store_url, "history", child))
     tokens, text = history.split("\n", 1)
     total = writers * per_writer + 1
     assert f"Thread: {child}" in text and f"Turn {total}/1000" in text
@@ -589,7 +591,7 @@ def test_fake_server_package_across_processes_on_sqlite(_store: str, tmp_path: P
         assert mine == list(range(per_writer))
 
     # The limit applies across processes too: a full thread refuses in every process.
-    small = _finish(_server(root, _store, "create", "chat")).strip()
-    procs = [_server(root, _store, "append", small, f"s{w}", "5", turns="6") for w in range(3)]
+    small = _finish(_server(root, store_url, "create", "chat")).strip()
+    procs = [_server(root, store_url, "append", small, f"s{w}", "5", turns="6") for w in range(3)]
     answers = [line for proc in procs for line in _finish(proc).split()]
     assert answers.count("ok") == 6 and answers.count("refused") == 9

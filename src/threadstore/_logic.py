@@ -12,7 +12,6 @@ import base64
 import binascii
 import json
 import logging
-import uuid
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -91,16 +90,13 @@ class Rules:
 STRICT = Rules()
 
 
-def _any_uuid(thread_id: object, what: str = "thread id") -> str:
-    """The original module's id rule: any string ``uuid.UUID`` parses, kept exactly as given."""
-    if type(thread_id) is str:
-        try:
-            uuid.UUID(thread_id)
-        except ValueError:
-            pass
-        else:
-            return thread_id
-    return check_thread_id(thread_id, what)  # raises InvalidThreadId with the usual message
+def _any_string(thread_id: object, what: str = "thread id") -> str:
+    """Compat's id rule: any non-empty string, kept exactly as given. The original module stored
+    whatever id its ``uuid.uuid4()`` returned (its users' tests patch it to fixed strings) and
+    answered None/False for non-UUIDs before reaching storage; compat keeps that check itself."""
+    if type(thread_id) is not str or not thread_id:
+        return check_thread_id(thread_id, what)  # raises InvalidThreadId with the usual message
+    return check_text(thread_id, what)
 
 
 LENIENT = Rules(
@@ -108,7 +104,7 @@ LENIENT = Rules(
     max_name_length=None,
     empty_names=True,
     max_path_length=None,
-    check_id=_any_uuid,
+    check_id=_any_string,
     strict_parent=False,
 )
 

@@ -41,6 +41,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_core import PydanticSerializationError
 
 from ._config import load_compat_settings, load_settings
 from ._errors import InvalidInput, ThreadFull, ThreadNotFound, ThreadstoreError
@@ -56,6 +57,8 @@ __all__ = [
     "MAX_CONVERSATION_TURNS",
     "ConversationTurn",
     "ThreadContext",
+    # Imported by name by the original's users' tests.
+    "_plan_file_inclusion_by_size",
     "add_turn",
     "build_conversation_history",
     "create_thread",
@@ -285,7 +288,14 @@ def add_turn(
     if not _is_uuid(thread_id):
         logger.info("add_turn: %r is not a thread id", thread_id)
         return False
-    metadata = None if model_metadata is None else _as_json(turn, "model_metadata")
+    try:
+        metadata = None if model_metadata is None else _as_json(turn, "model_metadata")
+    except (PydanticSerializationError, ValueError) as exc:
+        # The original failed here too, when saving, and answered False.
+        logger.warning(
+            "add_turn: model_metadata for %s cannot be stored as JSON: %s", thread_id, exc
+        )
+        return False
     try:
         op = _logic().add_turn(
             thread_id,
@@ -431,9 +441,12 @@ def _read_file(path: str) -> tuple[str, int]:
     return text, len(text) // 4
 
 
-def _plan_files(paths: Iterable[str], budget: int) -> tuple[list[str], list[str]]:
-    """Newest-first paths split into (embedded, left out): a path is left out when it is no
-    longer a readable regular file or when it would overflow the file budget."""
+def _plan_file_inclusion_by_size(
+    paths: Iterable[str], budget: int
+) -> tuple[list[str], list[str], int]:
+    """Newest-first paths split into (embedded, left out, tokens of the embedded): a path is
+    left out when it is no longer a regular file or when it would overflow the file budget.
+    (The original module's helper of this name; its users' tests import it.)"""
     keep: list[str] = []
     skip: list[str] = []
     spent = 0
@@ -452,7 +465,7 @@ def _plan_files(paths: Iterable[str], budget: int) -> tuple[list[str], list[str]
             spent += cost
         else:
             skip.append(path)
-    return keep, skip
+    return keep, skip, spent
 
 
 def _embed_files(
@@ -582,7 +595,7 @@ def build_conversation_history(
         "",
     ]
     if files:
-        keep, skip = _plan_files(files, max_file_tokens)
+        keep, skip, _tokens = _plan_file_inclusion_by_size(files, max_file_tokens)
         if skip:
             logger.info("history: %d file(s) left out: %s", len(skip), skip)
         parts += _embed_files(files, keep, skip, max_file_tokens, read_files_func)
