@@ -156,6 +156,15 @@ def test_create_thread_draws_its_id_through_the_uuid_module(
     assert context is not None and context.initial_context == {"n": 2} and context.turns == []
 
 
+def test_a_patched_uuid4_may_return_any_string(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The original stored whatever its uuid4 returned; get_thread then answers None for a
+    # non-UUID id, as the original did.
+    monkeypatch.setattr(compat.uuid, "uuid4", lambda: "test-uuid-123")
+    assert compat.create_thread("planner", {"step": "s"}) == "test-uuid-123"
+    assert compat.get_thread("test-uuid-123") is None
+    assert compat.add_turn("test-uuid-123", "user", "x") is False
+
+
 def test_get_thread_answers_none_for_what_it_cannot_return() -> None:
     for bad in ("", "invalid-uuid", "../../etc/passwd", str(uuid.uuid4())):
         assert compat.get_thread(bad) is None
@@ -205,6 +214,16 @@ def test_add_turn_refusal_of_an_oversized_turn_is_logged(
     tid = compat.create_thread("chat", {})
     assert compat.add_turn(tid, "user", "z" * 2000) is False
     assert "refused" in caplog.text and "bytes" in caplog.text
+
+
+def test_add_turn_metadata_that_is_not_json_answers_false(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    tid = compat.create_thread("chat", {})
+    assert compat.add_turn(tid, "assistant", "x", model_metadata={"response": object()}) is False
+    assert "cannot be stored as JSON" in caplog.text
+    context = compat.get_thread(tid)
+    assert context is not None and context.turns == []
 
 
 def test_add_turn_wrong_types_raise_only_for_a_live_thread() -> None:
@@ -595,3 +614,49 @@ def test_fake_server_package_across_processes_on_sqlite(store_url: str, tmp_path
     procs = [_server(root, store_url, "append", small, f"s{w}", "5", turns="6") for w in range(3)]
     answers = [line for proc in procs for line in _finish(proc).split()]
     assert answers.count("ok") == 6 and answers.count("refused") == 9
+
+
+def test_the_same_calls_on_sqlite_and_redis(
+    shared_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("THREADSTORE_URL", shared_url)
+    threadstore.reset_storage_backend()
+    parent = compat.create_thread("analyze", {"prompt": "p"}, session_fingerprint="fp")
+    assert compat.add_turn(parent, "system", "", files=["a.py"], model_metadata={"k": [1]})
+    child = compat.create_thread("chat", {}, parent_thread_id=parent)
+    assert compat.add_turn(child, "assistant", "z" * 2_000_000, model_name="m")
+    chain = compat.get_thread_chain(child)
+    assert [c.thread_id for c in chain] == [parent, child]
+    assert chain[0].session_fingerprint == "fp" and chain[0].turns[0].model_metadata == {"k": [1]}
+    assert len(chain[1].turns[0].content) == 2_000_000
+    compat.MAX_CONVERSATION_TURNS = 1
+    assert compat.add_turn(child, "user", "over the limit") is False
+    context = compat.get_thread(child)
+    assert context is not None
+    text, tokens = compat.build_conversation_history(context, _Budget(0, 10_000_000))
+    assert "--- Turn 1 (Agent) ---\nFiles used in this turn: a.py\n\n" not in text  # role system
+    assert "--- Turn 1 (Assistant) ---\nFiles used in this turn: a.py" in text
+    assert "--- Turn 2 (m) ---" in text and tokens == len(text) // 4
+
+
+def test_export_and_import_of_compat_threads(store_url: str, tmp_path: Path) -> None:
+    # Threads holding only what the library accepts round-trip; import keeps the library's
+    # checks, so a field only compat accepts (here the role) is refused, named, nothing stored.
+    plain = compat.create_thread("chat", {"k": "v"}, session_fingerprint="fp")
+    assert compat.add_turn(plain, "user", "hello", files=["a.py"])
+    odd = compat.create_thread("chat", {})
+    assert compat.add_turn(odd, "system", "x")
+    store = ThreadStore(open_storage(store_url), ttl_seconds=60, max_turns=50)
+    lines = {json.loads(line)["thread_id"]: line for line in store.export_threads()}
+    other = ThreadStore(
+        open_storage(f"sqlite:///{tmp_path}/other.db"), ttl_seconds=60, max_turns=50
+    )
+    assert other.import_threads([lines[plain]]) == 1
+    thread = other.get_thread(plain)
+    assert thread is not None and thread.session_fingerprint == "fp"
+    assert thread.turns[0].content == "hello"
+    with pytest.raises(threadstore.InvalidInput, match="role 'system'"):
+        other.import_threads([lines[odd]])
+    assert other.get_thread(odd) is None
+    store.close()
+    other.close()
