@@ -255,3 +255,13 @@ def test_reindex_files_threads_under_their_owner(storage: Storage) -> None:
     assert store.reindex() == 1
     assert [row.thread_id for row in alice.list_threads().threads] == [tid]
     assert alice.count_threads() == 1 and store.for_owner("bob").count_threads() == 0
+
+
+def test_a_scoped_store_never_takes_a_given_thread_id(store: ThreadStore) -> None:
+    """compat may create a thread under an id it chose (replacing what is there); a scoped store
+    never does, so it can never overwrite another principal's thread."""
+    victim = store.for_owner("alice").create_thread("a")
+    bob = store.for_owner("bob")
+    with pytest.raises(InvalidInput, match="draws its own thread ids"):
+        bob._run(bob._logic.create_thread("b", thread_id=victim))
+    assert store.require_thread(victim).owner == "alice"
