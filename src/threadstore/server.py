@@ -557,13 +557,12 @@ class _AuditRefusals:
                 has_token = any(
                     name.lower() == b"authorization" for name, _ in scope.get("headers", ())
                 )
-                _auth.refused_request(
-                    scope.get("method", "-"),
-                    scope.get("path", "-"),
-                    f"{client[0]}",
-                    message["status"],
-                    "invalid bearer token" if has_token else "no bearer token",
-                )
+                if message["status"] == 403:
+                    reason = "forbidden: insufficient scope or a foreign Origin"
+                else:
+                    reason = "invalid bearer token" if has_token else "no bearer token"
+                method, path = scope.get("method", "-"), scope.get("path", "-")
+                _auth.refused_request(method, path, f"{client[0]}", message["status"], reason)
             await send(message)
 
         await self.app(scope, receive, watched)
