@@ -269,6 +269,15 @@ class Logic:
             " CONVERSATION_TIMEOUT_HOURS sets it). Start a new thread."
         )
 
+    def parent_not_found(self, parent: str) -> ThreadNotFound:
+        hours = self.ttl_seconds / 3600
+        return ThreadNotFound(
+            f"parent_thread_id {parent} was not found: it never existed, was deleted or expired"
+            f" (threads expire {hours:g} hour{'s' if hours != 1 else ''} after their last turn;"
+            " CONVERSATION_TIMEOUT_HOURS sets it). Create the thread without parent_thread_id,"
+            " or with the id of a live thread."
+        )
+
     # -- ownership ------------------------------------------------------------------------------
     def visible(self, meta: ThreadMeta) -> bool:
         """Whether this logic's principal may see (and change) a thread."""
@@ -326,8 +335,8 @@ class Logic:
             raise InvalidInput("a store scoped to an owner draws its own thread ids")
         if parent is not None and not self.see_all:
             owned = yield from self._owned(parent, "create_thread")
-            if not owned:
-                raise self.not_found(parent)
+            if not owned:  # missing or another principal's: the same answer
+                raise self.parent_not_found(parent)
         for _ in range(3):  # a UUID4 collision is astronomically unlikely; never overwrite one
             tid = given if given is not None else new_thread_id()
             meta = ThreadMeta(
