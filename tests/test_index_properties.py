@@ -9,12 +9,14 @@ checks the cursor promise: no repeats, and every thread that stayed put is seen 
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
@@ -227,3 +229,28 @@ def test_cursor_pages_under_concurrent_writers(opener: object) -> None:
     assert len(seen) == len(set(seen)), "a thread was listed twice"
     assert set(stable) <= set(seen), "a thread that stayed put was skipped"
     assert store.count_threads() == len(list(storage.scan("thread:")))
+
+
+def test_pages_past_threads_whose_ids_are_not_uuids(opener: object) -> None:
+    """compat stores the ids its callers chose: a cursor may have to point past one of them."""
+    from threadstore._logic import LENIENT
+
+    storage = opener()  # type: ignore[operator]
+    logic = Logic(ttl_seconds=600, max_turns=5, rules=LENIENT)
+    ids = [f"custom id {i} ✓" for i in range(5)]
+    for thread_id in ids:
+        run(storage, logic.create_thread("compat", thread_id=thread_id))
+    store = ThreadStore(storage, ttl_seconds=600, max_turns=5)
+    assert listed(store, 2) == list(reversed(ids))
+    assert store.count_threads() == 5
+    exported = [json.loads(line)["thread_id"] for line in store.export_threads()]
+    assert exported == ids  # oldest activity first
+
+
+def run(storage: Storage, op: Any) -> Any:
+    try:
+        call = next(op)
+        while True:
+            call = op.send(getattr(storage, call.method)(*call.args, **call.kwargs))
+    except StopIteration as done:
+        return done.value

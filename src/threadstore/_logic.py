@@ -40,7 +40,14 @@ from ._ids import (
     thread_key,
 )
 from ._models import ROLES, History, Thread, ThreadMeta, ThreadPage, ThreadSummary, Turn, utcnow
-from ._storage import APPEND_FULL, APPEND_MISSING, check_scope, check_text, check_ttl
+from ._storage import (
+    APPEND_FULL,
+    APPEND_MISSING,
+    check_key,
+    check_scope,
+    check_text,
+    check_ttl,
+)
 
 T = TypeVar("T")
 log = logging.getLogger("threadstore")
@@ -222,13 +229,18 @@ def _encode_cursor(micros: int, thread_id: str) -> str:
 
 
 def _decode_cursor(cursor: object) -> tuple[int, str]:
-    if type(cursor) is not str or len(cursor) > 200:
+    # The id is any thread key's id (compat stores ids that are not UUIDs): it only positions
+    # the next page, so it is checked as a storage key, not as a UUID.
+    if type(cursor) is not str or len(cursor) > 1500:
         raise InvalidInput("cursor must be the next_cursor string of a previous page")
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         micros, _, thread_id = raw.partition(":")
-        return int(micros), check_thread_id(thread_id)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        check_key(thread_key(thread_id))
+        if not thread_id or int(micros) < 0:
+            raise ValueError("empty")
+        return int(micros), thread_id
+    except (ValueError, binascii.Error, UnicodeDecodeError, InvalidInput):
         raise InvalidInput(
             f"invalid cursor {cursor[:40]!r}: pass the next_cursor of a previous page"
         ) from None
@@ -619,12 +631,15 @@ class Logic:
 
     def export_line(self, thread_id: str) -> Op[str | None]:
         """One thread as a JSON line; None when it expired meanwhile or is damaged (logged)."""
-        try:
-            thread = yield from self._get(thread_id, None)
+        try:  # the id came from the index: no id rule applies (compat's ids are exported too)
+            items: list[str] = yield Call("list_range", (thread_key(thread_id),))
+            thread = _decode_thread(items, thread_id) if items else None
         except (CorruptData, WrongType) as exc:
             log.warning("threadstore: export skips a thread: %s", exc)
             return None
-        return None if thread is None else thread.model_dump_json(exclude_none=True)
+        if thread is None or not (self.see_all or thread.owner == self.owner):
+            return None
+        return thread.model_dump_json(exclude_none=True)
 
     def import_thread(self, line: str, *, replace: bool = False) -> Op[bool]:
         """Store one exported JSON line; False when the thread exists and ``replace`` is off.
