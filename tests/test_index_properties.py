@@ -254,3 +254,29 @@ def run(storage: Storage, op: Any) -> Any:
             call = op.send(getattr(storage, call.method)(*call.args, **call.kwargs))
     except StopIteration as done:
         return done.value
+
+
+def test_reindex_files_threads_written_before_the_index(opener: object) -> None:
+    """A Redis store written by an older release: its threads are read and written as before,
+    and listed once reindex() has filed them (notes/index.md, "Existing data")."""
+    storage = opener()  # type: ignore[operator]
+    store = ThreadStore(storage, ttl_seconds=600, max_turns=5)
+    ids = [store.create_thread("chat") for _ in range(3)]
+    store.add_turn(ids[0], "user", "newest")
+    legacy = []
+    for i in range(4):  # what an older release left: the same lists, not filed
+        thread_id = str(uuid.uuid4())
+        created = datetime(2030, 1, 1 + i, tzinfo=UTC)
+        line = export_line(thread_id, created, created, [])
+        meta = json.dumps({"v": 1, "thread_id": thread_id, "created_at": created.isoformat(),
+                           "tool_name": "old"})  # fmt: skip
+        assert storage.list_create(f"thread:{thread_id}", 600, meta)
+        assert json.loads(line)["thread_id"] == thread_id
+        legacy.append(thread_id)
+    store.add_turn(legacy[0], "user", "an old thread still takes turns")
+    assert store.count_threads() == 3
+    assert store.reindex() == 7
+    assert store.count_threads() == 7
+    assert listed(store, 3) == full_scan_ranking(storage)
+    assert store.reindex() == 7  # harmless to repeat
+    assert listed(store, 10) == full_scan_ranking(storage)
