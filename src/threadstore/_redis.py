@@ -68,6 +68,7 @@ from ._storage import (
     check_prefix,
     check_range,
     check_value,
+    check_values,
     ttl_ms,
 )
 
@@ -128,7 +129,30 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return n
 """)
 
-_SCRIPTS = {s.sha: s.source for s in (_LIST_CREATE, _LIST_APPEND)}
+# KEYS[1] list; ARGV: max items, ttl ms, the items. As _LIST_APPEND, for all items or none
+# (RPUSH in chunks: Lua's unpack has a small stack).
+_LIST_APPEND_MANY = _script("""
+local n = redis.call('LLEN', KEYS[1])
+if n == 0 then return 0 end
+if n + #ARGV - 2 > tonumber(ARGV[1]) then return -1 end
+for i = 3, #ARGV, 1000 do
+  n = redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return n
+""")
+
+# KEYS[1] list; ARGV: ttl ms. The last item (nil when missing or a single item is left).
+_LIST_POP = _script("""
+if redis.call('LLEN', KEYS[1]) < 2 then return false end
+local v = redis.call('RPOP', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return v
+""")
+
+_SCRIPTS = {
+    s.sha: s.source for s in (_LIST_CREATE, _LIST_APPEND, _LIST_APPEND_MANY, _LIST_POP)
+}
 
 
 # -- each operation once: validate, build the command, parse the reply -------------------------
@@ -183,7 +207,7 @@ class Commands:
     # Operations the async side may call by name (scan and the lifecycle are handled apart).
     NAMES = frozenset(
         {"get", "set_with_ttl", "setex", "delete", "exists", "ttl", "expire", "list_create",
-         "list_append", "list_range", "list_length"}
+         "list_append", "list_range", "list_length", "list_append_many", "list_pop"}
     )  # fmt: skip
 
     def __init__(self, namespace: str) -> None:
@@ -225,6 +249,20 @@ class Commands:
         check_max_items(max_items)
         args = ("EVALSHA", _LIST_APPEND.sha, 1, nskey, value, max_items, ttl_ms(ttl_seconds))
         return Cmd(args, int, key, False)
+
+    def list_append_many(
+        self, key: str, values: list[str], *, max_items: int, ttl_seconds: float
+    ) -> Cmd:
+        nskey = self.prefix + check_key(key)
+        values = check_values(values)
+        check_max_items(max_items)
+        sha = _LIST_APPEND_MANY.sha
+        args = ("EVALSHA", sha, 1, nskey, max_items, ttl_ms(ttl_seconds), *values)
+        return Cmd(args, int, key, False)
+
+    def list_pop(self, key: str, *, ttl_seconds: float) -> Cmd:
+        nskey = self.prefix + check_key(key)
+        return Cmd(("EVALSHA", _LIST_POP.sha, 1, nskey, ttl_ms(ttl_seconds)), _same, key, False)
 
     def list_range(self, key: str, start: int = 0, stop: int | None = None) -> Cmd:
         nskey = self.prefix + check_key(key)
@@ -547,6 +585,18 @@ class RedisStorage(Storage):
     def list_append(self, key: str, value: str, *, max_items: int, ttl_seconds: float) -> int:
         cmd = self._commands.list_append(key, value, max_items=max_items, ttl_seconds=ttl_seconds)
         return int(self._run(cmd))
+
+    def list_append_many(
+        self, key: str, values: list[str], *, max_items: int, ttl_seconds: float
+    ) -> int:
+        cmd = self._commands.list_append_many(
+            key, values, max_items=max_items, ttl_seconds=ttl_seconds
+        )
+        return int(self._run(cmd))
+
+    def list_pop(self, key: str, *, ttl_seconds: float) -> str | None:
+        result: str | None = self._run(self._commands.list_pop(key, ttl_seconds=ttl_seconds))
+        return result
 
     def list_range(self, key: str, start: int = 0, stop: int | None = None) -> list[str]:
         result: list[str] = self._run(self._commands.list_range(key, start, stop))
