@@ -150,9 +150,7 @@ redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return v
 """)
 
-_SCRIPTS = {
-    s.sha: s.source for s in (_LIST_CREATE, _LIST_APPEND, _LIST_APPEND_MANY, _LIST_POP)
-}
+_SCRIPTS = {s.sha: s.source for s in (_LIST_CREATE, _LIST_APPEND, _LIST_APPEND_MANY, _LIST_POP)}
 
 
 # -- each operation once: validate, build the command, parse the reply -------------------------
