@@ -23,7 +23,6 @@ from typing import Any
 
 from agents.items import TResponseInputItem
 from agents.memory import SessionABC, SessionSettings
-from agents.memory.session_settings import coerce_session_settings, resolve_session_limit
 
 from .._config import load_settings
 from .._errors import InvalidInput, StorageUnavailable, ThreadFull
@@ -129,11 +128,9 @@ class ThreadstoreSession(SessionABC):
             ttl_seconds = default_ttl if default_ttl is not None else load_settings().ttl_seconds
         self.ttl_seconds = check_ttl(ttl_seconds)
         self.session_id = session_id
-        self.session_settings = (
-            coerce_session_settings(session_settings)
-            if session_settings is not None
-            else SessionSettings()
-        )
+        if isinstance(session_settings, dict):
+            session_settings = SessionSettings(**session_settings)
+        self.session_settings = session_settings or SessionSettings()
         self.thread_id = session_thread_id(session_id)
         self.max_items = max_items
         self._key = thread_key(self.thread_id)
@@ -155,7 +152,13 @@ class ThreadstoreSession(SessionABC):
     async def get_items(self, limit: int | None = None) -> list[TResponseInputItem]:
         """The newest ``limit`` items (default ``session_settings.limit``, read at each call;
         None: all), oldest first."""
-        limit = resolve_session_limit(limit, self.session_settings)
+        if limit is None:  # the SDK may assign session_settings at any time: read it now
+            settings: Any = self.session_settings
+            limit = (
+                settings.get("limit")
+                if isinstance(settings, dict)
+                else getattr(settings, "limit", None)
+            )
         if limit is not None and limit < 0:
             limit = None  # as the SDK's SQLiteSession: a negative limit means all
         if limit == 0:
