@@ -82,8 +82,64 @@ def check_url(value: str, var: str = "THREADSTORE_URL") -> str:
     return value
 
 
-def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate every threadstore variable. Raises ConfigError naming the bad one."""
+@dataclass(frozen=True, slots=True)
+class CompatSettings:
+    """The original conversation-memory module's two settings, read the way it read them: a bad
+    value is not an error but a warning (in ``warnings``) and the default."""
+
+    max_turns: int = DEFAULT_MAX_TURNS
+    timeout_hours: int | float = 3
+    warnings: tuple[str, ...] = ()
+
+
+def load_compat_settings(environ: Mapping[str, str] | None = None) -> CompatSettings:
+    """MAX_CONVERSATION_TURNS and CONVERSATION_TIMEOUT_HOURS for ``threadstore.compat``.
+
+    Unset or blank means the default. Unlike the original, a fractional number of hours is
+    honoured (1.5 is ninety minutes); whole numbers stay ints, as the original's were."""
+    env = os.environ if environ is None else environ
+    warnings: list[str] = []
+
+    raw_turns = (env.get("MAX_CONVERSATION_TURNS") or "").strip()
+    max_turns = DEFAULT_MAX_TURNS
+    if raw_turns:
+        try:
+            max_turns = int(raw_turns)
+        except ValueError:
+            max_turns = 0
+        if not 1 <= max_turns <= 1 << 40:
+            warnings.append(
+                f"Invalid MAX_CONVERSATION_TURNS value ({raw_turns!r}): expected a whole number"
+                f" of turns from 1 to 2**40; using the default of {DEFAULT_MAX_TURNS} turns"
+            )
+            max_turns = DEFAULT_MAX_TURNS
+
+    raw_hours = (env.get("CONVERSATION_TIMEOUT_HOURS") or "").strip()
+    default_hours = int(DEFAULT_TIMEOUT_HOURS)
+    hours: int | float = default_hours
+    if raw_hours:
+        try:
+            hours = parse_timeout_hours(raw_hours)
+        except ConfigError:
+            warnings.append(
+                f"Invalid CONVERSATION_TIMEOUT_HOURS value ({raw_hours!r}): expected a positive"
+                f" number of hours up to 87600, e.g. 3 or 1.5; using the default of"
+                f" {default_hours} hours"
+            )
+            hours = default_hours
+        else:
+            hours = int(hours) if float(hours).is_integer() else hours
+    return CompatSettings(max_turns=max_turns, timeout_hours=hours, warnings=tuple(warnings))
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, *, conversation_limits: bool = True
+) -> Settings:
+    """Read and validate every threadstore variable. Raises ConfigError naming the bad one.
+
+    With ``conversation_limits=False`` CONVERSATION_TIMEOUT_HOURS and MAX_CONVERSATION_TURNS are
+    not read (the defaults stand): ``threadstore.compat`` reads those two itself, forgivingly,
+    and must still open the store when they hold something it warned about."""
     env = os.environ if environ is None else environ
 
     def val(name: str) -> str | None:
@@ -99,11 +155,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         url = check_url(raw, "REDIS_URL")
 
     hours = DEFAULT_TIMEOUT_HOURS
-    if (raw := val("CONVERSATION_TIMEOUT_HOURS")) is not None:
+    if conversation_limits and (raw := val("CONVERSATION_TIMEOUT_HOURS")) is not None:
         hours = parse_timeout_hours(raw)
 
     max_turns = DEFAULT_MAX_TURNS
-    if (raw := val("MAX_CONVERSATION_TURNS")) is not None:
+    if conversation_limits and (raw := val("MAX_CONVERSATION_TURNS")) is not None:
         max_turns = parse_max_turns(raw)
 
     namespace = DEFAULT_NAMESPACE

@@ -12,7 +12,7 @@ import base64
 import binascii
 import json
 import logging
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from ._errors import (
     CorruptData,
     InvalidInput,
+    InvalidThreadId,
     StorageUnavailable,
     ThreadFull,
     ThreadNotFound,
@@ -66,16 +67,61 @@ def _text(value: object, what: str, *, limit: int | None = None, empty: bool = T
     return check_text(value, what)
 
 
-def _name(value: object, what: str) -> str | None:
-    return None if value is None else _text(value, what, limit=MAX_NAME_LENGTH, empty=False)
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """What the write operations accept besides sizes. ``STRICT`` is the library's own API;
+    ``LENIENT`` is what ``threadstore.compat`` needs to accept every input the original module
+    accepted. Stored threads look the same either way, so every reader serves both."""
+
+    roles: frozenset[str] | None = frozenset(ROLES)
+    """Allowed turn roles; None accepts any string."""
+    max_name_length: int | None = MAX_NAME_LENGTH
+    """Longest tool, provider or model name (None: no limit but the turn size)."""
+    empty_names: bool = False
+    """Whether a tool, provider or model name may be empty."""
+    max_path_length: int | None = 4096
+    """Longest entry of ``files`` / ``images`` (None: no limit); entries may then be empty."""
+    check_id: Callable[[object, str], str] = check_thread_id
+    """Accepts or refuses (InvalidThreadId) a thread id given by the caller."""
+    strict_parent: bool = True
+    """When False, any string is kept as ``parent_thread_id`` without checking it."""
 
 
-def _str_list(value: object, what: str) -> list[str] | None:
+STRICT = Rules()
+
+
+def _any_string(thread_id: object, what: str = "thread id") -> str:
+    """Compat's id rule: any non-empty string, kept exactly as given. The original module stored
+    whatever id its ``uuid.uuid4()`` returned (its users' tests patch it to fixed strings) and
+    answered None/False for non-UUIDs before reaching storage; compat keeps that check itself."""
+    if type(thread_id) is not str or not thread_id:
+        return check_thread_id(thread_id, what)  # raises InvalidThreadId with the usual message
+    return check_text(thread_id, what)
+
+
+LENIENT = Rules(
+    roles=None,
+    max_name_length=None,
+    empty_names=True,
+    max_path_length=None,
+    check_id=_any_string,
+    strict_parent=False,
+)
+
+
+def _name(value: object, what: str, rules: Rules = STRICT) -> str | None:
+    if value is None:
+        return None
+    return _text(value, what, limit=rules.max_name_length, empty=rules.empty_names)
+
+
+def _str_list(value: object, what: str, rules: Rules = STRICT) -> list[str] | None:
     if value is None:
         return None
     if not isinstance(value, list | tuple):
         raise InvalidInput(f"{what} must be a list of str, got {type(value).__name__}")
-    return [_text(v, f"{what}[{i}]", limit=4096, empty=False) for i, v in enumerate(value)]
+    limit = rules.max_path_length
+    return [_text(v, f"{what}[{i}]", limit=limit, empty=limit is None) for i, v in enumerate(value)]
 
 
 def _json_dict(value: object, what: str, limit: int) -> dict[str, Any] | None:
@@ -98,6 +144,14 @@ def _json_dict(value: object, what: str, limit: int) -> dict[str, Any] | None:
     if any(type(k) is not str for k in value):
         raise InvalidInput(f"{what} keys must be str")
     return dict(value)
+
+
+def _is_id(rules: Rules, value: str) -> bool:
+    try:
+        rules.check_id(value, "thread id")
+    except InvalidThreadId:
+        return False
+    return True
 
 
 def _decode_meta(raw: str, thread_id: str) -> ThreadMeta:
@@ -135,6 +189,8 @@ def _decode_thread(items: list[str], thread_id: str) -> Thread:
         tool_name=meta.tool_name,
         initial_context=meta.initial_context,
         turns=turns,
+        session_fingerprint=meta.session_fingerprint,
+        client_friendly_name=meta.client_friendly_name,
     )
 
 
@@ -174,6 +230,7 @@ class Logic:
     max_turns: int
     max_turn_bytes: int = DEFAULT_MAX_TURN_BYTES
     max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES
+    rules: Rules = STRICT
 
     def __post_init__(self) -> None:
         check_ttl(self.ttl_seconds)
@@ -196,27 +253,45 @@ class Logic:
         tool_name: str,
         initial_context: dict[str, Any] | None = None,
         parent_thread_id: str | None = None,
+        *,
+        thread_id: str | None = None,
+        session_fingerprint: str | None = None,
+        client_friendly_name: str | None = None,
     ) -> Op[str]:
-        name = _text(tool_name, "tool_name", limit=MAX_NAME_LENGTH, empty=False)
+        """Start a thread. With ``thread_id`` given (compat: the caller draws the id, as the
+        original module did), a thread already stored under that id is replaced, as the
+        original's ``setex`` did; otherwise a fresh UUID4 is drawn and nothing is overwritten."""
+        rules = self.rules
+        name = _text(tool_name, "tool_name", limit=rules.max_name_length, empty=rules.empty_names)
         context = _json_dict(initial_context, "initial_context", self.max_metadata_bytes)
         parent = None
         if parent_thread_id is not None:
-            parent = check_thread_id(parent_thread_id, "parent_thread_id")
+            if rules.strict_parent:
+                parent = check_thread_id(parent_thread_id, "parent_thread_id")
+            else:
+                parent = _text(parent_thread_id, "parent_thread_id")
+        fingerprint = _name(session_fingerprint, "session_fingerprint", rules)
+        friendly_name = _name(client_friendly_name, "client_friendly_name", rules)
+        given = None if thread_id is None else rules.check_id(thread_id, "thread id")
         for _ in range(3):  # a UUID4 collision is astronomically unlikely; never overwrite one
-            thread_id = new_thread_id()
+            tid = given if given is not None else new_thread_id()
             meta = ThreadMeta(
-                thread_id=thread_id,
+                thread_id=tid,
                 parent_thread_id=parent,
                 created_at=utcnow(),
                 tool_name=name,
                 initial_context=context,
+                session_fingerprint=fingerprint,
+                client_friendly_name=friendly_name,
             )
+            if given is not None:
+                yield Call("delete", (thread_key(tid),))
             created = yield Call(
                 "list_create",
-                (thread_key(thread_id), self.ttl_seconds, meta.model_dump_json(exclude_none=True)),
+                (thread_key(tid), self.ttl_seconds, meta.model_dump_json(exclude_none=True)),
             )
             if created:
-                return thread_id
+                return tid
         raise StorageUnavailable(  # pragma: no cover - three UUID4 collisions in a row
             "could not allocate a fresh thread id: the store reports every new id as taken"
         )
@@ -234,7 +309,7 @@ class Logic:
         model_name: str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> Op[Turn]:
-        check_thread_id(thread_id)
+        self.rules.check_id(thread_id, "thread id")
         turn = Turn.model_construct(
             role=role,
             content=content,
@@ -264,17 +339,19 @@ class Logic:
 
     def _turn_payload(self, turn: Turn) -> tuple[Turn, str]:
         """Check every field of a turn; the checked turn and its stored JSON (or InvalidInput)."""
-        if turn.role not in ROLES or type(turn.role) is not str:
-            raise InvalidInput(f"unknown role {turn.role!r}: expected 'user' or 'assistant'")
+        rules = self.rules
+        if type(turn.role) is not str or (rules.roles is not None and turn.role not in rules.roles):
+            expected = " or ".join(repr(r) for r in sorted(rules.roles or ()))
+            raise InvalidInput(f"unknown role {turn.role!r}: expected {expected or 'a str'}")
         checked = Turn.model_construct(
             role=turn.role,
             content=_text(turn.content, "content"),
             timestamp=turn.timestamp,
-            files=_str_list(turn.files, "files"),
-            images=_str_list(turn.images, "images"),
-            tool_name=_name(turn.tool_name, "tool_name"),
-            model_provider=_name(turn.model_provider, "model_provider"),
-            model_name=_name(turn.model_name, "model_name"),
+            files=_str_list(turn.files, "files", rules),
+            images=_str_list(turn.images, "images", rules),
+            tool_name=_name(turn.tool_name, "tool_name", rules),
+            model_provider=_name(turn.model_provider, "model_provider", rules),
+            model_name=_name(turn.model_name, "model_name", rules),
             metadata=_json_dict(turn.metadata, "metadata", self.max_metadata_bytes),
         )
         payload = checked.model_dump_json(exclude_none=True)
@@ -292,7 +369,7 @@ class Logic:
 
     # -- reads ----------------------------------------------------------------------------------
     def get_thread(self, thread_id: str) -> Op[Thread | None]:
-        check_thread_id(thread_id)
+        self.rules.check_id(thread_id, "thread id")
         items: list[str] = yield Call("list_range", (thread_key(thread_id),))
         return _decode_thread(items, thread_id) if items else None
 
@@ -307,7 +384,7 @@ class Logic:
         return len(keys)
 
     def get_thread_chain(self, thread_id: str, max_depth: int = 20) -> Op[list[Thread]]:
-        check_thread_id(thread_id)
+        self.rules.check_id(thread_id, "thread id")
         if type(max_depth) is not int or max_depth < 1:
             raise InvalidInput(f"max_depth must be a positive int, got {max_depth!r}")
         chain: list[Thread] = []
@@ -315,6 +392,11 @@ class Logic:
         current: str | None = thread_id
         while current is not None and current not in seen and len(chain) < max_depth:
             seen.add(current)
+            if len(chain) and not _is_id(self.rules, current):
+                # A parent stored through compat may be any string (the original module kept
+                # whatever it was given); one that names no possible thread ends the chain.
+                log.debug("threadstore: chain of %s ends at parent %r", thread_id, current[:80])
+                break
             thread = yield from self.get_thread(current)
             if thread is None:
                 break
@@ -414,6 +496,8 @@ class Logic:
         # The same checks as create_thread and add_turn, before anything is written.
         _text(thread.tool_name, "tool_name", limit=MAX_NAME_LENGTH, empty=False)
         _json_dict(thread.initial_context, "initial_context", self.max_metadata_bytes)
+        _name(thread.session_fingerprint, "session_fingerprint", self.rules)
+        _name(thread.client_friendly_name, "client_friendly_name", self.rules)
         payloads = [self._turn_payload(turn)[1] for turn in thread.turns]
         key = thread_key(thread_id)
         meta = ThreadMeta(
@@ -422,6 +506,8 @@ class Logic:
             created_at=thread.created_at,
             tool_name=thread.tool_name,
             initial_context=thread.initial_context,
+            session_fingerprint=thread.session_fingerprint,
+            client_friendly_name=thread.client_friendly_name,
         )
         if replace:
             yield Call("delete", (key,))

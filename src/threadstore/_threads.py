@@ -73,25 +73,29 @@ class _Facade:
         return f"<{type(self).__name__} {self.storage!r} ttl={self.ttl_seconds:g}s>"
 
 
+def run_sync(storage: Storage, op: Op[T]) -> T:
+    """Run an operation of _logic.py against a storage object, in the calling thread."""
+    try:
+        call: Call = next(op)
+        while True:
+            try:
+                result: Any = getattr(storage, call.method)(*call.args, **call.kwargs)
+                if call.method == "scan":
+                    result = list(result)
+            except ThreadstoreError as exc:  # the operation may handle it
+                call = op.throw(exc)
+            else:
+                call = op.send(result)
+    except StopIteration as done:
+        value: T = done.value
+        return value
+
+
 class ThreadStore(_Facade):
     """Conversation threads on any backend. Safe to share between threads."""
 
     def _run(self, op: Op[T]) -> T:
-        storage = self.storage
-        try:
-            call: Call = next(op)
-            while True:
-                try:
-                    result: Any = getattr(storage, call.method)(*call.args, **call.kwargs)
-                    if call.method == "scan":
-                        result = list(result)
-                except ThreadstoreError as exc:  # the operation may handle it
-                    call = op.throw(exc)
-                else:
-                    call = op.send(result)
-        except StopIteration as done:
-            value: T = done.value
-            return value
+        return run_sync(self.storage, op)
 
     def create_thread(
         self,
