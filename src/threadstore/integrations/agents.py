@@ -27,7 +27,8 @@ from agents.memory import SessionABC, SessionSettings
 from .._config import load_settings
 from .._errors import InvalidInput, StorageUnavailable, ThreadFull
 from .._factory import open_storage
-from .._ids import thread_key
+from .._ids import ALL_THREADS, thread_key
+from .._logic import _micros
 from .._models import ThreadMeta, Turn, utcnow
 from .._storage import APPEND_FULL, APPEND_MISSING, MAX_ITEMS, Storage, check_text, check_ttl
 from .._threads import AsyncThreadStore, ThreadStore
@@ -189,6 +190,7 @@ class ThreadstoreSession(SessionABC):
                 payloads,
                 max_items=bound,
                 ttl_seconds=self.ttl_seconds,
+                score=_micros(now),  # last activity, for `threadstore list`
             )
             if n == APPEND_FULL:
                 raise ThreadFull(
@@ -210,7 +212,12 @@ class ThreadstoreSession(SessionABC):
             initial_context={"session_id": self.session_id},
         )
         await self._call(
-            "list_create", self._key, self.ttl_seconds, meta.model_dump_json(exclude_none=True)
+            "list_create",
+            self._key,
+            self.ttl_seconds,
+            meta.model_dump_json(exclude_none=True),
+            scopes=(ALL_THREADS,),
+            score=_micros(meta.created_at),
         )
 
     async def pop_item(self) -> TResponseInputItem | None:
