@@ -433,3 +433,17 @@ async def test_runner_sessions_are_isolated_and_limit_overrides(make: Factory) -
     assert isinstance(seen, list) and len(seen) == 3
     assert seen[0] == {"role": "user", "content": "to cats: Reply 3"}
     assert "dogs" not in json.dumps(seen)
+
+
+async def test_damaged_item_is_corrupt_data(session: ThreadstoreSession) -> None:
+    from threadstore import CorruptData
+
+    await session.add_items(msgs("fine"))
+    key = thread_key(session.thread_id)
+    turn = '{"role":"user","content":"{not json","tool_name":"openai-agents"}'
+    session.storage.list_append(key, turn, max_items=100, ttl_seconds=60)
+    with pytest.raises(CorruptData, match="session 's1'"):
+        await session.get_items()
+    with pytest.raises(CorruptData):
+        await session.pop_item()  # the damaged item is gone; the rest reads again
+    assert await session.get_items() == msgs("fine")

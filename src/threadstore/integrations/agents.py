@@ -25,7 +25,7 @@ from agents.items import TResponseInputItem
 from agents.memory import SessionABC, SessionSettings
 
 from .._config import load_settings
-from .._errors import InvalidInput, StorageUnavailable, ThreadFull
+from .._errors import CorruptData, InvalidInput, StorageUnavailable, ThreadFull
 from .._factory import open_storage
 from .._ids import ALL_THREADS, thread_key
 from .._logic import _micros
@@ -71,15 +71,22 @@ def _encode_item(item: object, index: int, now: datetime) -> str:
     return turn.model_dump_json(exclude_none=True)
 
 
-def _decode_item(raw: str) -> TResponseInputItem:
+def _decode_item(raw: str, session_id: str) -> TResponseInputItem:
     """The item a stored turn holds. A turn another client added (``threadstore`` MCP tools,
     the library) becomes a plain message item with its role and content."""
-    turn = json.loads(raw)
-    content = turn.get("content", "")
-    if turn.get("tool_name") == SESSION_TOOL_NAME:
-        item: TResponseInputItem = json.loads(content)
-        return item
-    return {"role": turn.get("role", "user"), "content": content}
+    try:
+        turn = json.loads(raw)
+        content = turn["content"]
+        if turn.get("tool_name") == SESSION_TOOL_NAME:
+            item = json.loads(content)
+            if not isinstance(item, dict):
+                raise TypeError(f"an item must be a JSON object, got {type(item).__name__}")
+            return item  # type: ignore[return-value]
+        return {"role": turn["role"], "content": content}
+    except (ValueError, TypeError, KeyError) as exc:
+        raise CorruptData(
+            f"session {session_id!r}: a stored item cannot be decoded ({exc})"
+        ) from None
 
 
 class ThreadstoreSession(SessionABC):
@@ -172,7 +179,7 @@ class ThreadstoreSession(SessionABC):
             if length <= 1:
                 return []
             raw = (await self._call("list_range", self._key, max(1, length - limit)))[-limit:]
-        return [_decode_item(r) for r in raw]
+        return [_decode_item(r, self.session_id) for r in raw]
 
     async def add_items(self, items: list[TResponseInputItem]) -> None:
         """Append the items atomically (all or none, contiguous) and refresh the expiry."""
@@ -223,7 +230,7 @@ class ThreadstoreSession(SessionABC):
     async def pop_item(self) -> TResponseInputItem | None:
         """Remove and return the newest item atomically (None when the session is empty)."""
         raw: str | None = await self._call("list_pop", self._key, ttl_seconds=self.ttl_seconds)
-        return None if raw is None else _decode_item(raw)
+        return None if raw is None else _decode_item(raw, self.session_id)
 
     async def clear_session(self) -> None:
         """Delete every item (the thread goes; the next add_items starts a new one)."""
