@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypedDict
 
 from ._errors import ConfigError
 from ._redact import redact_url
@@ -32,7 +32,21 @@ class Settings:
     namespace: str = DEFAULT_NAMESPACE
     fallback: Fallback = "memory"
     auth_token: str | None = None
+    auth_tokens_file: Path | None = None
+    """THREADSTORE_AUTH_TOKENS_FILE: one principal per line (see _auth.py)."""
+    oauth_issuer: str | None = None
+    oauth_audience: str | None = None
+    oauth_jwks: str | None = None
+    """THREADSTORE_OAUTH_JWKS: an http(s) URL or the path of a local JWKS file."""
+    oauth_admin_scope: str = "admin"
+    oauth_resource: str | None = None
+    """THREADSTORE_OAUTH_RESOURCE: this server's public URL (…/mcp) for the protected-resource
+    metadata; default: the audience when it is a URL, else the address served."""
     state_dir: Path = field(default_factory=lambda: Path.home() / ".local/state/threadstore")
+
+    @property
+    def oauth_enabled(self) -> bool:
+        return self.oauth_issuer is not None
 
     @property
     def timeout_hours(self) -> float:
@@ -80,6 +94,47 @@ def check_url(value: str, var: str = "THREADSTORE_URL") -> str:
     if not sep or scheme.lower() not in SCHEMES:
         raise _bad(var, value, "a URL starting with " + ", ".join(f"{s}://" for s in SCHEMES))
     return value
+
+
+def _http_url(value: str, var: str) -> str:
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme.lower() not in ("https", "http") or not rest.strip("/"):
+        raise _bad(var, value, "an https:// URL")
+    return value
+
+
+class _OAuth(TypedDict):
+    oauth_issuer: str | None
+    oauth_audience: str | None
+    oauth_jwks: str | None
+    oauth_resource: str | None
+    oauth_admin_scope: str
+
+
+def _oauth(val: Callable[[str], str | None]) -> _OAuth:
+    names = ("THREADSTORE_OAUTH_ISSUER", "THREADSTORE_OAUTH_AUDIENCE", "THREADSTORE_OAUTH_JWKS")
+    issuer, audience, jwks = (val(name) for name in names)
+    given = [name for name, value in zip(names, (issuer, audience, jwks), strict=True) if value]
+    if given and len(given) != len(names):
+        missing = ", ".join(n for n in names if n not in given)
+        raise ConfigError(f"OAuth needs all three of {', '.join(names)}: {missing} is not set")
+    if issuer is not None:
+        _http_url(issuer, "THREADSTORE_OAUTH_ISSUER")
+    if jwks is not None and "://" in jwks:
+        _http_url(jwks, "THREADSTORE_OAUTH_JWKS")
+    resource = val("THREADSTORE_OAUTH_RESOURCE")
+    if resource is not None:
+        _http_url(resource, "THREADSTORE_OAUTH_RESOURCE")
+    scope = val("THREADSTORE_OAUTH_ADMIN_SCOPE")
+    if scope is not None and (len(scope.split()) != 1 or len(scope) > 200):
+        raise _bad("THREADSTORE_OAUTH_ADMIN_SCOPE", scope, "one scope name without spaces")
+    return {
+        "oauth_issuer": issuer,
+        "oauth_audience": audience,
+        "oauth_jwks": jwks,
+        "oauth_resource": resource,
+        "oauth_admin_scope": scope or "admin",
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +234,10 @@ def load_settings(
         base = Path(home) if home else Path.home()
         state_dir = base / ".local" / "state" / "threadstore"
 
+    tokens_file = None
+    if (raw := val("THREADSTORE_AUTH_TOKENS_FILE")) is not None:
+        tokens_file = Path(os.path.expanduser(raw))
+
     return Settings(
         url=url,
         ttl_seconds=hours * 3600,
@@ -186,5 +245,7 @@ def load_settings(
         namespace=namespace,
         fallback=fallback,
         auth_token=val("THREADSTORE_AUTH_TOKEN"),
+        auth_tokens_file=tokens_file,
         state_dir=state_dir,
+        **_oauth(val),
     )

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from . import _auth
 from ._errors import (
     CorruptData,
     InvalidInput,
@@ -30,7 +31,14 @@ from ._errors import (
     WrongType,
 )
 from ._history import TokenCounter, build_history
-from ._ids import ALL_THREADS, KEY_PREFIX, check_thread_id, new_thread_id, thread_key
+from ._ids import (
+    ALL_THREADS,
+    KEY_PREFIX,
+    check_thread_id,
+    new_thread_id,
+    owner_scope,
+    thread_key,
+)
 from ._models import ROLES, History, Thread, ThreadMeta, ThreadPage, ThreadSummary, Turn, utcnow
 from ._storage import APPEND_FULL, APPEND_MISSING, check_scope, check_text, check_ttl
 
@@ -191,6 +199,7 @@ def _decode_thread(items: list[str], thread_id: str) -> Thread:
         tool_name=meta.tool_name,
         initial_context=meta.initial_context,
         turns=turns,
+        owner=meta.owner,
         session_fingerprint=meta.session_fingerprint,
         client_friendly_name=meta.client_friendly_name,
     )
@@ -233,10 +242,20 @@ class Logic:
     max_turns: int
     max_turn_bytes: int = DEFAULT_MAX_TURN_BYTES
     max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES
+    owner: str | None = None
+    """The principal acting: threads created are owned by it (None: created without owner)."""
+    see_all: bool = True
+    """False: only ``owner``'s threads exist for this logic; another principal's thread (or one
+    without owner) answers exactly like a missing one. True: every thread (an admin, or the
+    unscoped library)."""
     rules: Rules = STRICT
 
     def __post_init__(self) -> None:
         check_ttl(self.ttl_seconds)
+        if self.owner is not None:
+            _auth.check_owner(self.owner)
+        if not self.see_all and self.owner is None:
+            raise InvalidInput("a scoped store needs an owner")
         for name in ("max_turns", "max_turn_bytes", "max_metadata_bytes"):
             value = getattr(self, name)
             if type(value) is not int or not 1 <= value <= 1 << 40:
@@ -249,6 +268,42 @@ class Logic:
             f" {hours:g} hour{'s' if hours != 1 else ''} after their last turn;"
             " CONVERSATION_TIMEOUT_HOURS sets it). Start a new thread."
         )
+
+    def parent_not_found(self, parent: str) -> ThreadNotFound:
+        hours = self.ttl_seconds / 3600
+        return ThreadNotFound(
+            f"parent_thread_id {parent} was not found: it never existed, was deleted or expired"
+            f" (threads expire {hours:g} hour{'s' if hours != 1 else ''} after their last turn;"
+            " CONVERSATION_TIMEOUT_HOURS sets it). Create the thread without parent_thread_id,"
+            " or with the id of a live thread."
+        )
+
+    # -- ownership ------------------------------------------------------------------------------
+    def visible(self, meta: ThreadMeta) -> bool:
+        """Whether this logic's principal may see (and change) a thread."""
+        return self.see_all or meta.owner == self.owner
+
+    def _owned(self, thread_id: str, operation: str) -> Op[bool]:
+        """True when the thread is live and visible to this logic. A thread of another
+        principal is logged (audit) and answers False, exactly like a missing one."""
+        head: list[str] = yield Call("list_range", (thread_key(thread_id), 0, 1))
+        if not head:
+            return False
+        if self.visible(_decode_meta(head[0], thread_id)):
+            return True
+        _auth.refused(self.owner, operation, thread_id)
+        return False
+
+    def _scope(self, scope: str) -> str:
+        """The index scope a listing or count reads: a scoped logic only ever its owner's."""
+        if self.see_all or self.owner is None:
+            return scope
+        return owner_scope(self.owner)
+
+    @staticmethod
+    def _scopes(owner: str | None) -> tuple[str, ...]:
+        """The index scopes a thread is filed under: every thread, and its owner's."""
+        return (ALL_THREADS,) if owner is None else (ALL_THREADS, owner_scope(owner))
 
     # -- writes ---------------------------------------------------------------------------------
     def create_thread(
@@ -276,6 +331,12 @@ class Logic:
         fingerprint = _name(session_fingerprint, "session_fingerprint", rules)
         friendly_name = _name(client_friendly_name, "client_friendly_name", rules)
         given = None if thread_id is None else rules.check_id(thread_id, "thread id")
+        if not self.see_all and given is not None:
+            raise InvalidInput("a store scoped to an owner draws its own thread ids")
+        if parent is not None and not self.see_all:
+            owned = yield from self._owned(parent, "create_thread")
+            if not owned:  # missing or another principal's: the same answer
+                raise self.parent_not_found(parent)
         for _ in range(3):  # a UUID4 collision is astronomically unlikely; never overwrite one
             tid = given if given is not None else new_thread_id()
             meta = ThreadMeta(
@@ -284,6 +345,7 @@ class Logic:
                 created_at=utcnow(),
                 tool_name=name,
                 initial_context=context,
+                owner=self.owner,
                 session_fingerprint=fingerprint,
                 client_friendly_name=friendly_name,
             )
@@ -292,7 +354,7 @@ class Logic:
             created = yield Call(
                 "list_create",
                 (thread_key(tid), self.ttl_seconds, meta.model_dump_json(exclude_none=True)),
-                {"scopes": (ALL_THREADS,), "score": _micros(meta.created_at)},
+                {"scopes": self._scopes(self.owner), "score": _micros(meta.created_at)},
             )
             if created:
                 return tid
@@ -326,6 +388,10 @@ class Logic:
             metadata=metadata,
         )
         turn, payload = self._turn_payload(turn)
+        # The owner never changes and scoped stores never reuse an id (only compat, unscoped, may
+        # recreate one), so checking it first is race-free.
+        if not self.see_all and not (yield from self._owned(thread_id, "add_turn")):
+            raise self.not_found(thread_id)
         n = yield Call(
             "list_append",
             (thread_key(thread_id), payload),
@@ -372,14 +438,29 @@ class Logic:
         return checked, payload
 
     def delete_thread(self, thread_id: str) -> Op[bool]:
-        deleted: bool = yield Call("delete", (thread_key(check_thread_id(thread_id)),))
+        check_thread_id(thread_id)
+        if not self.see_all and not (yield from self._owned(thread_id, "delete_thread")):
+            return False
+        deleted: bool = yield Call("delete", (thread_key(thread_id),))
         return deleted
 
     # -- reads ----------------------------------------------------------------------------------
     def get_thread(self, thread_id: str) -> Op[Thread | None]:
+        return (yield from self._get(thread_id, "get_thread"))
+
+    def _get(self, thread_id: str, operation: str | None) -> Op[Thread | None]:
+        """The thread if it is live and visible; a foreign one is audited unless ``operation``
+        is None (a parent met while walking a chain: not a request for it)."""
         self.rules.check_id(thread_id, "thread id")
         items: list[str] = yield Call("list_range", (thread_key(thread_id),))
-        return _decode_thread(items, thread_id) if items else None
+        if not items:
+            return None
+        thread = _decode_thread(items, thread_id)
+        if self.see_all or thread.owner == self.owner:
+            return thread
+        if operation is not None:
+            _auth.refused(self.owner, operation, thread_id)
+        return None
 
     def require_thread(self, thread_id: str) -> Op[Thread]:
         thread = yield from self.get_thread(thread_id)
@@ -388,8 +469,9 @@ class Logic:
         return thread
 
     def count_threads(self, *, scope: str = ALL_THREADS) -> Op[int]:
-        """Live threads in an index scope (all of them by default): O(log n)."""
-        count: int = yield Call("index_count", (check_scope(scope),))
+        """Live threads in an index scope (all of them by default; a scoped logic counts only
+        its owner's): O(log n)."""
+        count: int = yield Call("index_count", (check_scope(self._scope(scope)),))
         return count
 
     def get_thread_chain(self, thread_id: str, max_depth: int = 20) -> Op[list[Thread]]:
@@ -406,7 +488,8 @@ class Logic:
                 # whatever it was given); one that names no possible thread ends the chain.
                 log.debug("threadstore: chain of %s ends at parent %r", thread_id, current[:80])
                 break
-            thread = yield from self.get_thread(current)
+            # The chain stops at a thread the caller may not see: parents never leak.
+            thread = yield from self._get(current, "get_thread_chain" if not chain else None)
             if thread is None:
                 break
             chain.append(thread)
@@ -433,7 +516,7 @@ class Logic:
         """
         if type(limit) is not int or not 1 <= limit <= 1000:
             raise InvalidInput(f"limit must be an int from 1 to 1000, got {limit!r}")
-        check_scope(scope)
+        scope = check_scope(self._scope(scope))
         after = None
         if cursor is not None:
             micros, thread_id = _decode_cursor(cursor)
@@ -469,6 +552,8 @@ class Logic:
         if not head or left is None or not last:
             return None  # expired meanwhile
         meta = _decode_meta(head[0], thread_id)
+        if not self.visible(meta):
+            return None  # never in the owner's scope; checked all the same
         return ThreadSummary(
             thread_id=thread_id,
             parent_thread_id=meta.parent_thread_id,
@@ -477,6 +562,7 @@ class Logic:
             last_updated_at=_last_activity(last[0], thread_id, length),
             turn_count=length - 1,
             expires_in_seconds=round(left, 3),
+            owner=meta.owner,
         )
 
     def _rank(self, thread_id: str) -> Op[tuple[int, str, int] | None]:
@@ -502,11 +588,13 @@ class Logic:
             try:
                 check_thread_id(thread_id)
                 entry = yield from self._rank(thread_id)
+                head: list[str] = yield Call("list_range", (key, 0, 1))
+                owner = _decode_meta(head[0], thread_id).owner if head else None
             except (CorruptData, WrongType, InvalidThreadId) as exc:
                 log.warning("threadstore: reindex skips %r: %s", key, exc)
                 continue
             if entry is not None:
-                done = yield Call("index_put", (key, (ALL_THREADS,), entry[0]))
+                done = yield Call("index_put", (key, self._scopes(owner), entry[0]))
                 filed += bool(done)
         return filed
 
@@ -519,7 +607,7 @@ class Logic:
         an export runs moves ahead of the position: it is exported (perhaps twice, the later
         line newer), never missed."""
         entries: list[tuple[int, str]] = yield Call(
-            "index_page", (ALL_THREADS, EXPORT_PAGE, after), {"ascending": True}
+            "index_page", (self._scope(ALL_THREADS), EXPORT_PAGE, after), {"ascending": True}
         )
         lines: list[str] = []
         for _, key in entries:
@@ -532,14 +620,17 @@ class Logic:
     def export_line(self, thread_id: str) -> Op[str | None]:
         """One thread as a JSON line; None when it expired meanwhile or is damaged (logged)."""
         try:
-            thread = yield from self.get_thread(thread_id)
+            thread = yield from self._get(thread_id, None)
         except (CorruptData, WrongType) as exc:
             log.warning("threadstore: export skips a thread: %s", exc)
             return None
         return None if thread is None else thread.model_dump_json(exclude_none=True)
 
     def import_thread(self, line: str, *, replace: bool = False) -> Op[bool]:
-        """Store one exported JSON line; False when the thread exists and ``replace`` is off."""
+        """Store one exported JSON line; False when the thread exists and ``replace`` is off.
+
+        The owner in the line is kept, except by a scoped logic: it imports every thread as its
+        own and never replaces another principal's thread (that one is kept: False)."""
         try:
             thread = Thread.model_validate_json(line)
         except ValidationError as exc:
@@ -560,15 +651,22 @@ class Logic:
             created_at=thread.created_at,
             tool_name=thread.tool_name,
             initial_context=thread.initial_context,
+            owner=thread.owner if self.see_all else self.owner,
             session_fingerprint=thread.session_fingerprint,
             client_friendly_name=thread.client_friendly_name,
         )
+        if meta.owner is not None:
+            _auth.check_owner(meta.owner)
         if replace:
+            if not self.see_all:
+                exists: bool = yield Call("exists", (key,))
+                if exists and not (yield from self._owned(thread_id, "import_threads")):
+                    return False
             yield Call("delete", (key,))
         created = yield Call(
             "list_create",
             (key, self.ttl_seconds, meta.model_dump_json(exclude_none=True)),
-            {"scopes": (ALL_THREADS,), "score": _micros(thread.created_at)},
+            {"scopes": self._scopes(meta.owner), "score": _micros(thread.created_at)},
         )
         if not created:
             return False

@@ -62,6 +62,8 @@ class ThreadMeta(BaseModel):
     created_at: datetime
     tool_name: str
     initial_context: dict[str, Any] | None = None
+    owner: str | None = None
+    """The principal that created the thread (None: created without one, seen by admins only)."""
     session_fingerprint: str | None = None
     client_friendly_name: str | None = None
 
@@ -78,6 +80,7 @@ class Thread(BaseModel):
     tool_name: str
     initial_context: dict[str, Any] | None = None
     turns: list[Turn] = Field(default_factory=list)
+    owner: str | None = None
     session_fingerprint: str | None = None
     """Optional client-session labels some forks of the original module keep (set via compat)."""
     client_friendly_name: str | None = None
@@ -95,6 +98,7 @@ class ThreadSummary(BaseModel):
     last_updated_at: datetime
     turn_count: int
     expires_in_seconds: float
+    owner: str | None = None
 
 
 class ThreadPage(BaseModel):
