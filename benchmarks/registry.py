@@ -153,6 +153,20 @@ BENCHMARKS: list[Benchmark] = [
         "MCP tool-call latency",
         "in-process client: p50 and p99 of thread_append and thread_get",
     ),
+    Benchmark(
+        "kv_adapter",
+        "workloads_integrations:kv_adapter",
+        "py-key-value stores",
+        "put 1 KB / get hit / get miss / ttl through py-key-value's API: its MemoryStore and"
+        " DiskStore vs ThreadstoreStore on memory, SQLite, Redis",
+    ),
+    Benchmark(
+        "agents_session",
+        "workloads_integrations:agents_session",
+        "OpenAI Agents sessions",
+        "add_items / get_items / pop_item: the SDK's SQLiteSession vs ThreadstoreSession on"
+        " memory, SQLite, Redis",
+    ),
 ]
 
 BY_NAME = {b.name: b for b in BENCHMARKS}

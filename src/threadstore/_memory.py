@@ -64,6 +64,7 @@ from ._storage import (
     check_text,
     check_ttl,
     check_value,
+    check_values,
 )
 
 DEFAULT_MAX_KEYS = 1_000_000
@@ -534,6 +535,64 @@ class MemoryStorage(Storage):
             if self._bytes > self._max_bytes:
                 self._shrink_around(key, now)
             return len(items)
+
+    def list_append_many(
+        self,
+        key: str,
+        values: list[str],
+        *,
+        max_items: int,
+        ttl_seconds: float,
+        score: int | None = None,
+    ) -> int:
+        check_key(key)
+        values = check_values(values)
+        check_max_items(max_items)
+        ttl = check_ttl(ttl_seconds)
+        if score is not None:
+            check_score(score)
+        size = sum(_str_size(v) for v in values) + _ITEM_OVERHEAD * len(values)
+        with self._lock:
+            self._check_open()
+            now = self._clock()
+            entry = self._list_entry(key, now)
+            if entry is None:
+                return APPEND_MISSING
+            items = entry[0]
+            assert type(items) is list
+            if len(items) + len(values) > max_items:
+                return APPEND_FULL
+            if entry[2] + size > self._max_bytes:
+                raise InvalidInput(f"list {key!r} would grow past the store's max_bytes")
+            items.extend(values)
+            self._retime(key, entry, items, now + ttl, entry[2] + size)
+            filed = self._filed.get(key)
+            if filed is not None:
+                self._refile(key, filed, score, now + ttl)
+            self._bytes += size
+            if self._bytes > self._max_bytes:
+                self._shrink_around(key, now)
+            return len(items)
+
+    def list_pop(self, key: str, *, ttl_seconds: float) -> str | None:
+        check_key(key)
+        ttl = check_ttl(ttl_seconds)
+        with self._lock:
+            self._check_open()
+            now = self._clock()
+            entry = self._list_entry(key, now)
+            if entry is None or len(entry[0]) < 2:
+                return None
+            items = entry[0]
+            assert type(items) is list
+            value: str = items.pop()
+            size = _str_size(value) + _ITEM_OVERHEAD
+            self._retime(key, entry, items, now + ttl, entry[2] - size)
+            filed = self._filed.get(key)
+            if filed is not None:
+                self._refile(key, filed, None, now + ttl)
+            self._bytes -= size
+            return value
 
     def list_range(self, key: str, start: int = 0, stop: int | None = None) -> list[str]:
         check_key(key)

@@ -110,6 +110,7 @@ from ._storage import (
     check_scopes,
     check_score,
     check_value,
+    check_values,
     ttl_ms,
 )
 
@@ -959,6 +960,87 @@ class SQLiteStorage(Storage):
             if found[0][0] is None:
                 raise WrongType(f"key {key!r} holds a string, not a list")
             return APPEND_FULL
+
+        return self._transact(body)
+
+    def list_append_many(
+        self,
+        key: str,
+        values: list[str],
+        *,
+        max_items: int,
+        ttl_seconds: float,
+        score: int | None = None,
+    ) -> int:
+        check_key(key)
+        values = check_values(values)
+        check_max_items(max_items)
+        ms = ttl_ms(ttl_seconds)
+        if score is not None:
+            check_score(score)
+        ns, count = self._ns, len(values)
+
+        def body(conn: sqlite3.Connection) -> int:
+            now = _now_ms()
+            rows = conn.execute(
+                "UPDATE kv SET length = length + ?, expires_at = ?"
+                " WHERE ns = ? AND key = ? AND expires_at > ? AND length <= ? - ?"
+                " RETURNING id, length",
+                (count, now + ms, ns, key, now, max_items, count),
+            ).fetchall()
+            if rows:
+                list_id, length = rows[0]
+                first = length - count
+                conn.executemany(
+                    "INSERT INTO item (list_id, idx, value) VALUES (?, ?, ?)",
+                    [(list_id, first + i, v) for i, v in enumerate(values)],
+                )
+                conn.execute(  # its index entries, if filed (as list_append)
+                    "UPDATE ix SET score = coalesce(?, score), expires_at = ? WHERE list_id = ?",
+                    (score, now + ms, list_id),
+                )
+                return int(length)
+            return self._append_refused(conn, key, now)
+
+        return self._transact(body)
+
+    def _append_refused(self, conn: sqlite3.Connection, key: str, now: int) -> int:
+        found = conn.execute(
+            "SELECT length FROM kv WHERE ns = ? AND key = ? AND expires_at > ?",
+            (self._ns, key, now),
+        ).fetchall()
+        if not found:
+            return APPEND_MISSING
+        if found[0][0] is None:
+            raise WrongType(f"key {key!r} holds a string, not a list")
+        return APPEND_FULL
+
+    def list_pop(self, key: str, *, ttl_seconds: float) -> str | None:
+        check_key(key)
+        ms = ttl_ms(ttl_seconds)
+        ns = self._ns
+
+        def body(conn: sqlite3.Connection) -> str | None:
+            now = _now_ms()
+            rows = conn.execute(
+                "UPDATE kv SET length = length - 1, expires_at = ?"
+                " WHERE ns = ? AND key = ? AND expires_at > ? AND length > 1 RETURNING id, length",
+                (now + ms, ns, key, now),
+            ).fetchall()
+            if not rows:
+                self._append_refused(conn, key, now)  # WrongType when it holds a string
+                return None
+            list_id, length = rows[0]
+            popped = conn.execute(
+                "DELETE FROM item WHERE list_id = ? AND idx = ? RETURNING value", (list_id, length)
+            ).fetchall()
+            if not popped or type(popped[0][0]) is not str:
+                raise self._undecodable(key)  # rolled back: nothing changed
+            conn.execute(  # its index entries follow the new expiry; the score is kept
+                "UPDATE ix SET expires_at = ? WHERE list_id = ?", (now + ms, list_id)
+            )
+            value: str = popped[0][0]
+            return value
 
         return self._transact(body)
 
