@@ -566,9 +566,10 @@ class MemoryStorage(Storage):
                 raise InvalidInput(f"list {key!r} would grow past the store's max_bytes")
             items.extend(values)
             self._retime(key, entry, items, now + ttl, entry[2] + size)
-            filed = self._filed.get(key)
-            if filed is not None:
-                self._refile(key, filed, score, now + ttl)
+            if score is not None:
+                filed = self._filed.get(key)
+                if filed is not None:
+                    self._refile(key, filed, score)
             self._bytes += size
             if self._bytes > self._max_bytes:
                 self._shrink_around(key, now)
@@ -587,10 +588,7 @@ class MemoryStorage(Storage):
             assert type(items) is list
             value: str = items.pop()
             size = _str_size(value) + _ITEM_OVERHEAD
-            self._retime(key, entry, items, now + ttl, entry[2] - size)
-            filed = self._filed.get(key)
-            if filed is not None:
-                self._refile(key, filed, None, now + ttl)
+            self._retime(key, entry, items, now + ttl, entry[2] - size)  # the index follows
             self._bytes -= size
             return value
 

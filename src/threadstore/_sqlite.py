@@ -982,11 +982,11 @@ class SQLiteStorage(Storage):
 
         def body(conn: sqlite3.Connection) -> int:
             now = _now_ms()
-            rows = conn.execute(
-                "UPDATE kv SET length = length + ?, expires_at = ?"
+            rows = conn.execute(  # the score as in list_append
+                "UPDATE kv SET length = length + ?, expires_at = ?, score = coalesce(?, score)"
                 " WHERE ns = ? AND key = ? AND expires_at > ? AND length <= ? - ?"
                 " RETURNING id, length",
-                (count, now + ms, ns, key, now, max_items, count),
+                (count, now + ms, score, ns, key, now, max_items, count),
             ).fetchall()
             if rows:
                 list_id, length = rows[0]
@@ -995,10 +995,8 @@ class SQLiteStorage(Storage):
                     "INSERT INTO item (list_id, idx, value) VALUES (?, ?, ?)",
                     [(list_id, first + i, v) for i, v in enumerate(values)],
                 )
-                conn.execute(  # its index entries, if filed (as list_append)
-                    "UPDATE ix SET score = coalesce(?, score), expires_at = ? WHERE list_id = ?",
-                    (score, now + ms, list_id),
-                )
+                if score is not None:  # its further scopes, if any (as list_append)
+                    conn.execute("UPDATE ix SET score = ? WHERE list_id = ?", (score, list_id))
                 return int(length)
             return self._append_refused(conn, key, now)
 
@@ -1036,10 +1034,7 @@ class SQLiteStorage(Storage):
             ).fetchall()
             if not popped or type(popped[0][0]) is not str:
                 raise self._undecodable(key)  # rolled back: nothing changed
-            conn.execute(  # its index entries follow the new expiry; the score is kept
-                "UPDATE ix SET expires_at = ? WHERE list_id = ?", (now + ms, list_id)
-            )
-            value: str = popped[0][0]
+            value: str = popped[0][0]  # the index reads its expiry from kv; the score is kept
             return value
 
         return self._transact(body)
