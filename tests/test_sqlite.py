@@ -850,6 +850,7 @@ def test_file_size_plateaus_under_churn(db: Path) -> None:
 _V3_OBJECTS = (
     "TRIGGER kv_ix_deleted", "TRIGGER kv_ix_replaced", "TRIGGER ix_added", "TRIGGER ix_removed",
     "TRIGGER kv_scope_added", "TRIGGER kv_scope_removed", "TRIGGER kv_scope_changed",
+    "TRIGGER kv_rescored",
     "INDEX kv_page", "TABLE ix", "TABLE scope",
 )  # fmt: skip
 

@@ -17,7 +17,8 @@ file as threadstore's)::
 The activity index (notes/index.md). A list's first scope and its score live in its own ``kv``
 row (``kv.scope``, ``kv.score``, the partial index ``kv_page``): re-scoring it is part of the
 ``UPDATE kv`` an append makes anyway, and moves one index entry. Further scopes (an owner's, say)
-are rows of ``ix``, re-scored by one ``UPDATE ix`` in the append's transaction. Triggers keep
+are rows of ``ix``, re-scored by a trigger on ``kv.score`` (lists without a first scope skip
+it, so an unfiled list's append does what it did before the index). Triggers keep
 ``ix`` in step with ``kv`` (a list deleted, or turned into a string, leaves every scope in the
 same statement) and keep ``scope.n``. A page merges two ordered index walks (``kv_page`` and
 ``ix_page``, each at most one page long) and checks each candidate's expiry in ``kv``; a count
@@ -227,6 +228,11 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         """CREATE TRIGGER kv_ix_replaced AFTER UPDATE OF length ON kv
         WHEN old.length IS NOT NULL AND new.length IS NULL
         BEGIN DELETE FROM ix WHERE list_id = old.id; END""",
+        # A list filed under further scopes is re-scored there by the statement that re-scores
+        # its kv row; an unfiled list's append skips it (no ix rows without a first scope).
+        """CREATE TRIGGER kv_rescored AFTER UPDATE OF score ON kv
+        WHEN new.scope IS NOT NULL AND new.score IS NOT old.score
+        BEGIN UPDATE ix SET score = new.score WHERE list_id = new.id; END""",
         """CREATE TRIGGER ix_added AFTER INSERT ON ix
         BEGIN UPDATE scope SET n = n + 1 WHERE id = new.scope; END""",
         """CREATE TRIGGER ix_removed AFTER DELETE ON ix
@@ -935,10 +941,11 @@ class SQLiteStorage(Storage):
 
         def body(conn: sqlite3.Connection) -> int:
             now = _now_ms()
-            # The score goes into the row (kv_page moves it if the list is filed); a list filed
-            # under further scopes has them re-scored in ix as well.
+            # The score goes into a filed list's row (kv_page moves it; the trigger kv_rescored
+            # re-scores its further scopes in ix). An unfiled list's row is updated as before.
             rows = conn.execute(
-                "UPDATE kv SET length = length + 1, expires_at = ?, score = coalesce(?, score)"
+                "UPDATE kv SET length = length + 1, expires_at = ?,"
+                " score = iif(scope IS NULL, score, coalesce(?, score))"
                 " WHERE ns = ? AND key = ? AND expires_at > ? AND length < ?"
                 " RETURNING id, length",
                 (now + ms, score, ns, key, now, max_items),
@@ -949,8 +956,6 @@ class SQLiteStorage(Storage):
                     "INSERT INTO item (list_id, idx, value) VALUES (?, ?, ?)",
                     (list_id, length - 1, value),
                 )
-                if score is not None:  # a probe of ix_list when it has no further scope
-                    conn.execute("UPDATE ix SET score = ? WHERE list_id = ?", (score, list_id))
                 return int(length)
             found = conn.execute(
                 "SELECT length FROM kv WHERE ns = ? AND key = ? AND expires_at > ?", (ns, key, now)
@@ -983,7 +988,8 @@ class SQLiteStorage(Storage):
         def body(conn: sqlite3.Connection) -> int:
             now = _now_ms()
             rows = conn.execute(  # the score as in list_append
-                "UPDATE kv SET length = length + ?, expires_at = ?, score = coalesce(?, score)"
+                "UPDATE kv SET length = length + ?, expires_at = ?,"
+                " score = iif(scope IS NULL, score, coalesce(?, score))"
                 " WHERE ns = ? AND key = ? AND expires_at > ? AND length <= ? - ?"
                 " RETURNING id, length",
                 (count, now + ms, score, ns, key, now, max_items, count),
@@ -995,8 +1001,6 @@ class SQLiteStorage(Storage):
                     "INSERT INTO item (list_id, idx, value) VALUES (?, ?, ?)",
                     [(list_id, first + i, v) for i, v in enumerate(values)],
                 )
-                if score is not None:  # its further scopes, if any (as list_append)
-                    conn.execute("UPDATE ix SET score = ? WHERE list_id = ?", (score, list_id))
                 return int(length)
             return self._append_refused(conn, key, now)
 
