@@ -474,14 +474,54 @@ def test_sweep_is_bounded_and_uses_the_index(store: SQLiteStorage) -> None:
         pass
     assert conn.execute(count).fetchone()[0] == 1
     assert conn.execute("SELECT count(*) FROM item").fetchone()[0] == 0
-    plan = " ".join(
-        str(r[-1])
-        for r in conn.execute(
-            "EXPLAIN QUERY PLAN SELECT id FROM kv WHERE expires_at <= 0 ORDER BY expires_at LIMIT 5"
+    for sql, index in (
+        ("WHERE scope IS NULL AND expires_at <= 0 ORDER BY expires_at", "kv_expires_at"),
+        ("WHERE scope IS NOT NULL AND sweep_at <= 0 ORDER BY sweep_at", "kv_sweep"),
+    ):
+        plan = " ".join(
+            str(r[-1]) for r in conn.execute(f"EXPLAIN QUERY PLAN SELECT id FROM kv {sql} LIMIT 5")
         )
-    )
-    assert "kv_expires_at" in plan and "SCAN kv " not in plan + " "
+        assert index in plan and "SCAN kv " not in plan + " "
     assert store.stats()["expired"] == 251
+
+
+def test_filed_list_expiry_is_filed_lazily_and_counted_exactly(store: SQLiteStorage) -> None:
+    """An append pushes a filed list's expiry back without moving its kv_sweep entry; a sweep
+    that finds it refreshed re-files it; a shorter TTL (expire, or an append with a shorter TTL)
+    files it earlier at once. Counts and pages stay exact throughout."""
+    conn = store._conn()
+
+    def sweep_at(key: str) -> tuple[int, int]:
+        row = conn.execute("SELECT sweep_at, expires_at FROM kv WHERE key = ?", (key,)).fetchone()
+        return int(row[0]), int(row[1])
+
+    store.list_create("a", 0.05, "m", scopes=("s",), score=1)
+    store.list_create("b", 0.05, "m", scopes=("s", "t"), score=2)
+    store.list_create("c", 0.05, "m", scopes=("s",), score=3)
+    first = sweep_at("a")[0]
+    store.list_append("a", "x", max_items=10, ttl_seconds=60, score=4)
+    store.list_append_many("b", ["x", "y"], max_items=10, ttl_seconds=60, score=5)
+    assert sweep_at("a")[0] == first < sweep_at("a")[1]  # not moved by the append
+    time.sleep(0.08)  # past every first filing: a and b refreshed, c expired
+    assert store.index_count("s") == 2 and store.index_count("t") == 1
+    assert store.index_page("s", 10) == [(5, "b"), (4, "a")]
+    while store.sweep(100):
+        pass
+    assert conn.execute("SELECT key FROM kv ORDER BY key").fetchall() == [("a",), ("b",)]
+    assert sweep_at("a")[0] == sweep_at("a")[1]  # re-filed where it belongs now
+    assert store.index_count("s") == 2 and store.index_count("t") == 1
+    # Shorter TTLs file the list earlier at once: it never stays filed past its expiry.
+    store.expire("a", 0.03)
+    assert sweep_at("a")[0] == sweep_at("a")[1]
+    store.list_append("b", "z", max_items=10, ttl_seconds=0.03, score=6)
+    assert sweep_at("b")[0] == sweep_at("b")[1]
+    time.sleep(0.05)
+    assert store.index_count("s") == 0 and store.index_count("t") == 0
+    assert store.index_page("s", 10) == []
+    while store.sweep(100):
+        pass
+    assert conn.execute("SELECT count(*) FROM kv").fetchone()[0] == 0
+    assert store.stats()["expired"] == 3
 
 
 def test_item_is_only_ever_reached_through_its_index(
@@ -850,8 +890,8 @@ def test_file_size_plateaus_under_churn(db: Path) -> None:
 _V3_OBJECTS = (
     "TRIGGER kv_ix_deleted", "TRIGGER kv_ix_replaced", "TRIGGER ix_added", "TRIGGER ix_removed",
     "TRIGGER kv_scope_added", "TRIGGER kv_scope_removed", "TRIGGER kv_scope_changed",
-    "TRIGGER kv_rescored",
-    "INDEX kv_page", "TABLE ix", "TABLE scope",
+    "TRIGGER kv_rescored", "TRIGGER kv_sweep_early", "INDEX kv_sweep",
+    "INDEX kv_page", "INDEX kv_expires_at", "TABLE ix", "TABLE scope",
 )  # fmt: skip
 
 
@@ -887,6 +927,8 @@ def make_v2_file_with_threads(path: Path) -> dict[str, list[str]]:
         c.execute(f"DROP {obj}")
     c.execute("ALTER TABLE kv DROP COLUMN scope")
     c.execute("ALTER TABLE kv DROP COLUMN score")
+    c.execute("ALTER TABLE kv DROP COLUMN sweep_at")
+    c.execute("CREATE INDEX kv_expires_at ON kv (expires_at)")  # v2's, over every key
     c.execute("PRAGMA user_version = 2")
     c.execute("COMMIT")
     c.close()
@@ -946,7 +988,9 @@ def test_index_statements_use_their_indexes(store: SQLiteStorage) -> None:
     expected = {
         "page": ["USING INDEX kv_page (scope=? AND (score,key)<(?,?))",
                  "USING COVERING INDEX ix_page (scope=? AND (score,key)<(?,?))"],
-        "count": ["SEARCH kv USING INDEX kv_expires_at (expires_at<?)"],
+        "count": ["SEARCH kv USING INDEX kv_sweep (sweep_at<?)"],
+        "sweep": ["SEARCH kv USING INDEX kv_sweep (sweep_at<?)"],
+        "sweep unfiled": ["SEARCH kv USING INDEX kv_expires_at (expires_at<?)"],
         "append": ["SEARCH ix USING COVERING INDEX ix_list (list_id=?)"],
     }  # fmt: skip
     statements = {
@@ -957,7 +1001,12 @@ def test_index_statements_use_their_indexes(store: SQLiteStorage) -> None:
         " ON kv.id = ix.list_id WHERE ix.scope = ? AND kv.expires_at > ?"
         " AND (ix.score, ix.key) < (?, ?) ORDER BY ix.score DESC, ix.key DESC LIMIT 5)"
         " ORDER BY 1 DESC, 2 DESC LIMIT 5",
-        "count": "SELECT count(*) FROM kv WHERE kv.expires_at <= ? AND +kv.scope = ?",
+        "count": "SELECT count(*) FROM kv WHERE kv.scope IS NOT NULL AND kv.sweep_at <= ?"
+        " AND kv.expires_at <= ? AND +kv.scope = ?",
+        "sweep": "SELECT id, expires_at <= ? FROM kv WHERE scope IS NOT NULL"
+        " AND sweep_at <= ? ORDER BY sweep_at LIMIT ?",
+        "sweep unfiled": "SELECT id FROM kv WHERE scope IS NULL AND expires_at <= ?"
+        " ORDER BY expires_at LIMIT ?",
         "append": "UPDATE ix SET score = ? WHERE list_id = ?",
     }
     for name, sql in statements.items():

@@ -212,7 +212,17 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "CREATE INDEX ix_list ON ix (list_id)",
         "ALTER TABLE kv ADD COLUMN scope INTEGER",
         "ALTER TABLE kv ADD COLUMN score INTEGER",
+        "ALTER TABLE kv ADD COLUMN sweep_at INTEGER",
         "CREATE INDEX kv_page ON kv (scope, score, key) WHERE scope IS NOT NULL",
+        # A filed list's expiry is filed lazily (as the memory backend's buckets): kv_sweep holds
+        # sweep_at, never later than its expiry, so an append (which only pushes the expiry
+        # back) moves no expiry entry; the sweeps re-file the lists they find refreshed.
+        "DROP INDEX kv_expires_at",
+        "CREATE INDEX kv_expires_at ON kv (expires_at) WHERE scope IS NULL",
+        "CREATE INDEX kv_sweep ON kv (sweep_at) WHERE scope IS NOT NULL",
+        """CREATE TRIGGER kv_sweep_early AFTER UPDATE OF expires_at ON kv
+        WHEN new.scope IS NOT NULL AND new.expires_at < new.sweep_at
+        BEGIN UPDATE kv SET sweep_at = new.expires_at WHERE id = new.id; END""",
         """CREATE TRIGGER kv_scope_added AFTER INSERT ON kv WHEN new.scope IS NOT NULL
         BEGIN UPDATE scope SET n = n + 1 WHERE id = new.scope; END""",
         """CREATE TRIGGER kv_scope_removed AFTER DELETE ON kv WHEN old.scope IS NOT NULL
@@ -283,7 +293,8 @@ def _backfill_index(conn: sqlite3.Connection) -> None:
         if ns not in scopes:
             scopes[ns] = conn.execute(_SCOPE_ID, (ns, ALL_THREADS)).fetchone()[0]
         conn.execute(
-            "UPDATE kv SET scope = ?, score = ? WHERE id = ?", (scopes[ns], max(0, score), list_id)
+            "UPDATE kv SET scope = ?, score = ?, sweep_at = expires_at WHERE id = ?",
+            (scopes[ns], max(0, score), list_id),
         )
     if skipped:
         log.warning("threadstore: %d undecodable threads were left out of the index", skipped)
@@ -761,16 +772,40 @@ class SQLiteStorage(Storage):
         """Delete up to ``budget`` expired keys (any namespace) now; True if more are waiting."""
         if type(budget) is not int or budget < 1:
             raise InvalidInput(f"budget must be a positive int, got {budget!r}")
-        sql = (
-            "DELETE FROM kv WHERE id IN"
-            " (SELECT id FROM kv WHERE expires_at <= ? ORDER BY expires_at LIMIT ?)"
-        )
+
+        def attempt() -> tuple[int, bool]:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                now = _now_ms()
+                removed = conn.execute(  # unfiled keys: kv_expires_at, exact
+                    "DELETE FROM kv WHERE id IN (SELECT id FROM kv WHERE scope IS NULL"
+                    " AND expires_at <= ? ORDER BY expires_at LIMIT ?)",
+                    (now, budget),
+                ).rowcount
+                due = conn.execute(  # filed lists: kv_sweep, a lower bound of their expiry
+                    "SELECT id, expires_at <= ?1 FROM kv WHERE scope IS NOT NULL"
+                    " AND sweep_at <= ?1 ORDER BY sweep_at LIMIT ?2",
+                    (now, budget),
+                ).fetchall()
+                for list_id, expired in due:
+                    if expired:
+                        removed += conn.execute("DELETE FROM kv WHERE id = ?", (list_id,)).rowcount
+                    else:  # refreshed since it was filed: file it where it belongs now
+                        conn.execute("UPDATE kv SET sweep_at = expires_at WHERE id = ?", (list_id,))
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+            return removed, removed >= budget or len(due) >= budget
+
         t0 = time.monotonic()
         with self._write_lock:
-            cursor = self._retry_busy(lambda: self._conn().execute(sql, (_now_ms(), budget)), t0)
-        removed = cursor.rowcount
+            removed, more = self._retry_busy(attempt, t0)
         self._expired += removed
-        return removed >= budget
+        return more
 
     # -- strings ----------------------------------------------------------------------------------
     def get(self, key: str) -> str | None:
@@ -799,7 +834,7 @@ class SQLiteStorage(Storage):
         self._write(
             "INSERT INTO kv (ns, key, value, length, expires_at) VALUES (?, ?, ?, NULL, ?)"
             " ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value, length = NULL,"
-            " expires_at = excluded.expires_at, scope = NULL, score = NULL",
+            " expires_at = excluded.expires_at, scope = NULL, score = NULL, sweep_at = NULL",
             (self._ns, key, value, expires_at),
         )
 
@@ -888,9 +923,10 @@ class SQLiteStorage(Storage):
                 "DELETE FROM kv WHERE ns = ? AND key = ? AND expires_at <= ?", (ns, key, now)
             )
             primary = self._scope_id(conn, scopes[0]) if scopes else None
-            rows = conn.execute(
-                "INSERT INTO kv (ns, key, value, length, expires_at, scope, score)"
-                " VALUES (?, ?, NULL, 1, ?, ?, ?) ON CONFLICT (ns, key) DO NOTHING RETURNING id",
+            rows = conn.execute(  # a filed list's expiry is filed in kv_sweep (sweep_at)
+                "INSERT INTO kv (ns, key, value, length, expires_at, scope, score, sweep_at)"
+                " VALUES (?1, ?2, NULL, 1, ?3, ?4, ?5, iif(?4 IS NULL, NULL, ?3))"
+                " ON CONFLICT (ns, key) DO NOTHING RETURNING id",
                 (ns, key, now + ms, primary, score if scopes else None),
             ).fetchall()
             if not rows:
@@ -1104,8 +1140,9 @@ class SQLiteStorage(Storage):
             if primary is None and rest:
                 primary = self._scope_id(conn, rest.pop(0))
             conn.execute(
-                "UPDATE kv SET scope = ?, score = ? WHERE id = ?",
-                (primary, None if primary is None else score, list_id),
+                "UPDATE kv SET scope = ?, score = ?, sweep_at = iif(? IS NULL, NULL,"
+                " min(coalesce(sweep_at, expires_at), expires_at)) WHERE id = ?",
+                (primary, None if primary is None else score, primary, list_id),
             )
             conn.execute("UPDATE ix SET score = ? WHERE list_id = ?", (score, list_id))
             for name in rest:
@@ -1156,11 +1193,12 @@ class SQLiteStorage(Storage):
         # n less the scope's lists that expired and were not swept yet: a kv_expires_at range
         # (the sweeps keep it short), each probed in ix by its primary key.
         rows = self._read(
-            # (+kv.scope: walk the short expired range of kv_expires_at, never the scope)
-            "SELECT n - (SELECT count(*) FROM kv"
-            " WHERE kv.expires_at <= ?1 AND +kv.scope = scope.id)"
-            " - (SELECT count(*) FROM kv CROSS JOIN ix"
-            " ON ix.scope = scope.id AND ix.list_id = kv.id WHERE kv.expires_at <= ?1)"
+            # (+kv.scope: walk the short due range of kv_sweep, never the scope)
+            "SELECT n - (SELECT count(*) FROM kv WHERE kv.scope IS NOT NULL"
+            " AND kv.sweep_at <= ?1 AND kv.expires_at <= ?1 AND +kv.scope = scope.id)"
+            " - (SELECT count(*) FROM kv CROSS JOIN ix ON ix.scope = scope.id"
+            " AND ix.list_id = kv.id WHERE kv.scope IS NOT NULL AND kv.sweep_at <= ?1"
+            " AND kv.expires_at <= ?1)"
             " FROM scope WHERE ns = ?2 AND name = ?3",
             (_now_ms(), self._ns, scope),
         )
