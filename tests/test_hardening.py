@@ -1,0 +1,159 @@
+"""Regression tests for issue #11 ("eleven ways an adversarial review broke threadstore"): the
+items fixed on the storage side. Each test names its item; crash- and hang-prone scenarios run in
+a child process (tests/hardening_workers/) with a timeout, so a regression fails instead of
+killing or hanging the suite."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from reliability_workers.figures import record
+from threadstore import StorageUnavailable, ThreadStore, open_storage
+
+WORKERS = Path(__file__).parent / "hardening_workers"
+
+
+def _run_worker(script: str, *args: str, timeout: float = 300) -> dict[str, int]:
+    proc = subprocess.run(
+        [sys.executable, str(WORKERS / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-2000:]}"
+    figures: dict[str, int] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return figures
+
+
+# -- item 1: close() racing other threads -------------------------------------------------------
+def test_item1_sqlite_close_racing_threads_never_crashes(tmp_path: Path) -> None:
+    """8 threads call add_turn / get_thread while the store is closed under them (storage.close,
+    ThreadStore.close, reset_storage_backend in turn). On the old code the process died with
+    SIGSEGV (exit 139) in nearly every round; now every call finishes or raises
+    StorageUnavailable("... closed") and no worker is left running."""
+    figures = _run_worker("close_race.py", str(tmp_path), "24")
+    assert figures["refused"] == 24 * 8  # every worker ended on "closed", none on anything else
+    record("hardening close race", **figures, crashes=0)
+
+
+def test_item1_close_waits_for_a_call_in_flight(tmp_path: Path) -> None:
+    """A connection is never closed while a thread executes on it: close() waits for the call."""
+    storage = open_storage(f"sqlite:///{tmp_path / 'w.db'}", fallback="fail")
+    entered, release = threading.Event(), threading.Event()
+    result: list[object] = []
+
+    def slow(_: object) -> int:  # a SQL function: runs inside sqlite3_step on the worker thread
+        entered.set()
+        release.wait(30)
+        return 1
+
+    def worker() -> None:
+        conn = storage._conn()  # type: ignore[attr-defined]
+        conn.create_function("slow", 1, slow)
+        result.append(storage._read("SELECT slow(1)", ()))  # type: ignore[attr-defined]
+
+    t = threading.Thread(target=worker)
+    t.start()
+    assert entered.wait(30)
+    closer = threading.Thread(target=storage.close)
+    closer.start()
+    closer.join(0.2)
+    assert closer.is_alive(), "close() did not wait for the call in flight"
+    with pytest.raises(StorageUnavailable, match="closed"):
+        storage.get("k")  # new calls are refused at once while close() waits
+    release.set()
+    t.join(30)
+    closer.join(30)
+    assert result == [[(1,)]]
+
+
+# -- item 2: fork() while other threads use a store ----------------------------------------------
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+def test_item2_fork_under_load_never_hangs(tmp_path: Path, backend: str) -> None:
+    """Four threads hammer a store while the process forks 25 times; each child uses the store
+    it inherited, then one of its own. Old code: on memory:// a child hung forever whenever a
+    thread held the store's lock; on SQLite children hung or failed with "locked" in about half
+    the forks. Now no child hangs or fails (a child may be told to open its own store)."""
+    url = "memory://" if backend == "memory" else f"sqlite:///{tmp_path / 'fork.db'}"
+    figures = _run_worker("fork_under_load.py", url, "25")
+    assert figures["hung"] == 0 and figures["failed"] == 0
+    assert figures["inherited_ok"] + figures["told_to_reopen"] == 25
+    record(f"hardening fork {backend}", **figures)
+
+
+# -- item 4: the SQLite file replaced or deleted under a running store ----------------------------
+def _worker_thread(fn: object) -> object:
+    """Run ``fn`` in a new thread (a new SQLite connection); return its result or exception."""
+    out: list[object] = []
+
+    def run() -> None:
+        try:
+            out.append(fn())  # type: ignore[operator]
+        except Exception as exc:
+            out.append(exc)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join(60)
+    return out[0]
+
+
+def test_item4_file_replaced_under_a_running_store_is_refused(tmp_path: Path) -> None:
+    live, backup = tmp_path / "live.db", tmp_path / "backup.db"
+    alpha = ThreadStore(
+        open_storage(f"sqlite:///{live}", namespace="alpha", fallback="fail"), ttl_seconds=600
+    )
+    tid = alpha.create_thread("alpha-tool")
+    beta_storage = open_storage(f"sqlite:///{backup}", namespace="beta", fallback="fail")
+    beta = ThreadStore(beta_storage, ttl_seconds=600)
+    beta.create_thread("beta-tool", {"secret": "beta's context"})
+    beta_storage.close()
+
+    os.replace(backup, live)  # a backup restored with mv over the live file
+
+    # A new thread (a new connection) would open the other file: refused, naming the cause.
+    err = _worker_thread(lambda: alpha.list_threads())
+    assert isinstance(err, StorageUnavailable) and "was replaced" in str(err)
+    # The connection opened before the swap refuses too, from then on.
+    with pytest.raises(StorageUnavailable, match="was replaced"):
+        alpha.add_turn(tid, "user", "after the swap")
+    with pytest.raises(StorageUnavailable, match="was replaced"):
+        alpha.get_thread(tid)
+    alpha.close()
+
+
+def test_item4_file_deleted_under_a_running_store_is_not_recreated(tmp_path: Path) -> None:
+    live = tmp_path / "live.db"
+    store = ThreadStore(open_storage(f"sqlite:///{live}", fallback="fail"), ttl_seconds=600)
+    tid = store.create_thread("chat")
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{live}{suffix}").unlink(missing_ok=True)
+
+    err = _worker_thread(lambda: store.get_thread(tid))
+    assert isinstance(err, StorageUnavailable) and "was deleted" in str(err)
+    assert not live.exists(), "a new connection re-created the deleted file"
+    with pytest.raises(StorageUnavailable, match="was deleted"):
+        store.add_turn(tid, "user", "x")
+    store.close()
+    # The normal open path still creates a new file, private.
+    again = open_storage(f"sqlite:///{live}", fallback="fail")
+    assert stat.S_IMODE(live.stat().st_mode) == 0o600
+    again.close()
+
+
+# -- item 5: several processes initialising a new file at once ------------------------------------
+def test_item5_processes_initialising_one_new_file_at_once(tmp_path: Path) -> None:
+    """8 processes × 40 rounds open the same new file at the same moment. The old check read
+    user_version, application_id and the schema in separate statements and could see half of
+    another process's initialisation ("a SQLite database of another application")."""
+    figures = _run_worker("init_race.py", str(tmp_path), "8", "40")
+    assert figures == {"opens": 320, "failures": 0}
+    record("hardening concurrent init", processes=8, rounds=40, **figures)
