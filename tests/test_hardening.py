@@ -157,3 +157,60 @@ def test_item5_processes_initialising_one_new_file_at_once(tmp_path: Path) -> No
     figures = _run_worker("init_race.py", str(tmp_path), "8", "40")
     assert figures == {"opens": 320, "failures": 0}
     record("hardening concurrent init", processes=8, rounds=40, **figures)
+
+
+# -- item 7: a cancelled async write happened or never will ---------------------------------------
+def test_item7_cancelled_async_add_turn_never_lands_later(tmp_path: Path) -> None:
+    """300 add_turn calls on SQLite, one after the other, each cancelled after a random moment.
+    Old code: a cancelled call returned while its worker thread went on, so its turn landed
+    later, after turns of later calls (turn 83 stored after turn 124), and more turns were stored
+    than calls that returned. Now stored turns follow the order of the calls, every call that
+    returned normally is stored, and nothing lands after the calls returned."""
+    import asyncio
+    import random
+
+    from threadstore import AsyncThreadStore
+
+    url = f"sqlite:///{tmp_path / 'cancel.db'}"
+
+    async def scenario() -> tuple[str, list[int], int]:
+        store = AsyncThreadStore(open_storage(url, fallback="fail"), ttl_seconds=600, max_turns=1000)
+        tid = await store.create_thread("cancel")
+        other = await store.create_thread("contention")
+        stop = threading.Event()
+
+        def contend() -> None:  # another writer of the process: the calls queue for the lock
+            sync = ThreadStore(store.storage, ttl_seconds=600, max_turns=10**6)
+            while not stop.is_set():
+                sync.add_turn(other, "user", "x" * 20_000)
+
+        writer = threading.Thread(target=contend)
+        writer.start()
+        rng = random.Random(11)
+        returned: list[int] = []
+        cancelled = 0
+        for i in range(300):
+            task = asyncio.create_task(store.add_turn(tid, "user", str(i)))
+            await asyncio.sleep(rng.uniform(0, 0.002))
+            task.cancel()
+            try:
+                await task
+                returned.append(i)
+            except asyncio.CancelledError:
+                cancelled += 1
+        stop.set()
+        writer.join(60)
+        thread = await store.get_thread(tid)
+        assert thread is not None
+        seen = [int(t.content) for t in thread.turns]
+        assert set(returned) <= set(seen)
+        await store.close()  # waits for any call still in flight: there must be none
+        return tid, seen, cancelled
+
+    tid, seen, cancelled = asyncio.run(scenario())
+    assert seen == sorted(seen), "a turn landed after turns of later calls"
+    later = ThreadStore(open_storage(url, fallback="fail"), ttl_seconds=600).get_thread(tid)
+    assert later is not None
+    assert [int(t.content) for t in later.turns] == seen, "a cancelled write landed afterwards"
+    assert 0 < cancelled < 300
+    record("hardening async cancel", calls=300, cancelled=cancelled, stored=len(seen), late=0)
