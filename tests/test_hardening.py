@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from reliability_workers.figures import record
-from threadstore import StorageUnavailable, ThreadStore, open_storage
+from threadstore import InvalidInput, StorageUnavailable, ThreadStore, open_storage
 
 WORKERS = Path(__file__).parent / "hardening_workers"
 
@@ -151,7 +151,7 @@ def test_item4_file_deleted_under_a_running_store_is_not_recreated(tmp_path: Pat
 
 # -- item 5: several processes initialising a new file at once ------------------------------------
 def test_item5_processes_initialising_one_new_file_at_once(tmp_path: Path) -> None:
-    """8 processes × 40 rounds open the same new file at the same moment. The old check read
+    """8 processes x 40 rounds open the same new file at the same moment. The old check read
     user_version, application_id and the schema in separate statements and could see half of
     another process's initialisation ("a SQLite database of another application")."""
     figures = _run_worker("init_race.py", str(tmp_path), "8", "40")
@@ -174,7 +174,8 @@ def test_item7_cancelled_async_add_turn_never_lands_later(tmp_path: Path) -> Non
     url = f"sqlite:///{tmp_path / 'cancel.db'}"
 
     async def scenario() -> tuple[str, list[int], int]:
-        store = AsyncThreadStore(open_storage(url, fallback="fail"), ttl_seconds=600, max_turns=1000)
+        storage = open_storage(url, fallback="fail")
+        store = AsyncThreadStore(storage, ttl_seconds=600, max_turns=1000)
         tid = await store.create_thread("cancel")
         other = await store.create_thread("contention")
         stop = threading.Event()
@@ -214,3 +215,81 @@ def test_item7_cancelled_async_add_turn_never_lands_later(tmp_path: Path) -> Non
     assert [int(t.content) for t in later.turns] == seen, "a cancelled write landed afterwards"
     assert 0 < cancelled < 300
     record("hardening async cancel", calls=300, cancelled=cancelled, stored=len(seen), late=0)
+
+
+# -- item 6: one imported thread breaks listing for everyone --------------------------------------
+def _exported(store: ThreadStore, tool: str) -> str:
+    tid = store.create_thread(tool)
+    store.add_turn(tid, "user", "hello")
+    return next(line for line in store.export_threads() if tid in line)
+
+
+@pytest.mark.parametrize(
+    ("field", "stamp", "why"),
+    [
+        ("created_at", "0001-01-01T00:00:00", "no timezone"),
+        ("timestamp", "0001-01-01T00:00:00", "no timezone"),
+        ("created_at", "0001-01-01T00:00:00Z", "out of range"),
+        ("timestamp", "9999-12-31T00:00:00+00:00", "out of range"),
+        ("last_updated_at", "2020-01-01T00:00:00", "no timezone"),
+    ],
+)
+def test_item6_import_refuses_bad_timestamps_naming_the_line(
+    field: str, stamp: str, why: str
+) -> None:
+    source = ThreadStore(open_storage("memory://"), ttl_seconds=600)
+    good = _exported(source, "good")
+    bad = json.loads(_exported(source, "bad"))
+    if field == "timestamp":
+        bad["turns"][0]["timestamp"] = stamp
+    else:
+        bad[field] = stamp
+    target = ThreadStore(open_storage("memory://"), ttl_seconds=600)
+    with pytest.raises(InvalidInput, match=rf"line 2: .*{why}"):
+        target.import_threads([good, json.dumps(bad)])
+    assert target.count_threads() == 1  # the good line before it was stored, nothing else
+    assert len(target.list_threads().threads) == 1
+
+
+def test_item6_list_and_export_skip_a_thread_they_cannot_rank(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A thread stored with a naive year-1 timestamp (imported before the check existed) made
+    list_threads fail for everyone with "year 0 is out of range". Now it is skipped with a
+    warning naming it, whatever the exception, and the others are listed and exported."""
+    storage = open_storage("memory://")
+    store = ThreadStore(storage, ttl_seconds=600)
+    good = store.create_thread("good")
+    bad = store.create_thread("bad")
+    key = f"thread:{bad}"
+    meta = json.loads(storage.list_range(key, 0, 1)[0])
+    meta["created_at"] = "0001-01-01T00:00:00"
+    storage.delete(key)
+    storage.list_create(key, 600, json.dumps(meta))
+    with caplog.at_level("WARNING", logger="threadstore"):
+        page = store.list_threads()
+        lines = list(store.export_threads())
+    assert [t.thread_id for t in page.threads] == [good]
+    assert any(good in line for line in lines)  # the export goes on (and keeps what decodes)
+    assert any(bad in r.getMessage() for r in caplog.records)
+
+
+# -- smaller: CONVERSATION_TIMEOUT_HOURS validated at load time -----------------------------------
+@pytest.mark.parametrize("value", ["1e-7", "1_000", "\uff13", "0.0001", "87601", "1e3", "0x1"])
+def test_timeout_hours_out_of_range_or_odd_forms_fail_at_load_naming_the_variable(
+    value: str,
+) -> None:
+    from threadstore import ConfigError
+    from threadstore._config import load_settings
+
+    with pytest.raises(ConfigError, match="CONVERSATION_TIMEOUT_HOURS"):
+        load_settings({"CONVERSATION_TIMEOUT_HOURS": value})
+
+
+@pytest.mark.parametrize("value", ["1_000", "\uff15\uff10", "1e2", "+5"])
+def test_max_turns_odd_forms_fail_at_load_naming_the_variable(value: str) -> None:
+    from threadstore import ConfigError
+    from threadstore._config import load_settings
+
+    with pytest.raises(ConfigError, match="MAX_CONVERSATION_TURNS"):
+        load_settings({"MAX_CONVERSATION_TURNS": value})

@@ -14,7 +14,7 @@ import json
 import logging
 from collections.abc import Generator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
@@ -26,7 +26,6 @@ from ._errors import (
     ThreadFull,
     ThreadNotFound,
     ThreadstoreError,
-    WrongType,
 )
 from ._history import TokenCounter, build_history
 from ._ids import KEY_PREFIX, check_thread_id, new_thread_id, thread_key
@@ -143,6 +142,29 @@ def _last_activity(raw: str, thread_id: str, length: int) -> datetime:
     if length == 1:
         return _decode_meta(raw, thread_id).created_at
     return _decode_turn(raw, thread_id, length - 1).timestamp
+
+
+EARLIEST_STAMP = datetime(1970, 1, 1, tzinfo=UTC)
+"""Imported timestamps must lie between this and a day from now (and carry a timezone)."""
+
+
+def _check_stamp(stamp: datetime, what: str) -> None:
+    """Refuse a timestamp that cannot rank a thread: naive, or outside a sane range."""
+    if stamp.tzinfo is None or stamp.utcoffset() is None:
+        raise InvalidInput(
+            f"{what} {stamp.isoformat()!r} has no timezone: exported timestamps are UTC, e.g."
+            " 2026-01-31T12:00:00Z"
+        )
+    latest = utcnow() + timedelta(days=1)
+    if not EARLIEST_STAMP <= stamp <= latest:
+        raise InvalidInput(
+            f"{what} {stamp.isoformat()!r} is out of range: expected a time between"
+            f" {EARLIEST_STAMP:%Y-%m-%d} and tomorrow"
+        )
+
+
+def _reason(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, ThreadstoreError) else f"{type(exc).__name__}: {exc}"
 
 
 def _micros(stamp: datetime) -> int:
@@ -340,10 +362,13 @@ class Logic:
         # (last activity, id) pages without gaps or repeats while threads keep changing.
         ranked: list[tuple[int, str, int]] = []
         for key in keys:
+            thread_id = key[len(KEY_PREFIX) :]
             try:
-                entry = yield from self._rank(key[len(KEY_PREFIX) :])
-            except (CorruptData, WrongType) as exc:  # one damaged thread does not hide the rest
-                log.warning("threadstore: list_threads skips a thread: %s", exc)
+                entry = yield from self._rank(thread_id)
+            except StorageUnavailable:
+                raise
+            except Exception as exc:  # one thread that cannot be ranked does not hide the rest
+                log.warning("threadstore: list skips thread %s: %s", thread_id, _reason(exc))
                 continue
             if entry is not None:
                 ranked.append(entry)
@@ -352,7 +377,13 @@ class Logic:
             ranked = [r for r in ranked if (r[0], r[1]) < after]
         summaries: list[ThreadSummary] = []
         for _, thread_id, length in ranked[:limit]:
-            summary = yield from self._summary(thread_id, length)
+            try:
+                summary = yield from self._summary(thread_id, length)
+            except StorageUnavailable:
+                raise
+            except Exception as exc:  # nor one that cannot be summarised
+                log.warning("threadstore: list skips thread %s: %s", thread_id, _reason(exc))
+                continue
             if summary is not None:
                 summaries.append(summary)
         more = len(ranked) > limit
@@ -397,10 +428,12 @@ class Logic:
         """One thread as a JSON line; None when it expired meanwhile or is damaged (logged)."""
         try:
             thread = yield from self.get_thread(thread_id)
-        except (CorruptData, WrongType) as exc:
-            log.warning("threadstore: export skips a thread: %s", exc)
+            return None if thread is None else thread.model_dump_json(exclude_none=True)
+        except StorageUnavailable:
+            raise
+        except Exception as exc:  # whatever is wrong with one thread must not stop the export
+            log.warning("threadstore: export skips thread %s: %s", thread_id, _reason(exc))
             return None
-        return None if thread is None else thread.model_dump_json(exclude_none=True)
 
     def import_thread(self, line: str, *, replace: bool = False) -> Op[bool]:
         """Store one exported JSON line; False when the thread exists and ``replace`` is off."""
@@ -411,6 +444,10 @@ class Logic:
         thread_id = check_thread_id(thread.thread_id)
         if thread.parent_thread_id is not None:
             check_thread_id(thread.parent_thread_id, "parent_thread_id")
+        _check_stamp(thread.created_at, "created_at")
+        _check_stamp(thread.last_updated_at, "last_updated_at")
+        for n, turn in enumerate(thread.turns, 1):
+            _check_stamp(turn.timestamp, f"turns[{n}].timestamp")
         # The same checks as create_thread and add_turn, before anything is written.
         _text(thread.tool_name, "tool_name", limit=MAX_NAME_LENGTH, empty=False)
         _json_dict(thread.initial_context, "initial_context", self.max_metadata_bytes)
