@@ -1,6 +1,7 @@
 """Token-budgeted history: pure functions, no storage.
 
-The newest turns are taken first until the budget is spent, then presented oldest first with
+The newest turns are taken first until the budget is spent (the storage side reads them one at a
+time in that order and stops there, see ``HistoryBuilder``), then presented oldest first with
 their numbers across the whole parent chain; the files they mention are listed once, newest
 mention first. The final text is measured with the caller's counter, so no history ever exceeds
 ``max_tokens`` whatever the counter does with separators.
@@ -57,14 +58,6 @@ def _frame(
     return "\n".join(lines) + _SEPARATOR, _SEPARATOR + "=== END OF HISTORY ==="
 
 
-def _files_newest_first(turns: Sequence[Turn]) -> list[str]:
-    seen: dict[str, None] = {}
-    for turn in reversed(turns):
-        for f in turn.files or ():
-            seen.setdefault(f, None)
-    return list(seen)
-
-
 def _count(counter: TokenCounter, text: str) -> int:
     n = counter(text)
     if type(n) is not int or n < 0:
@@ -72,54 +65,93 @@ def _count(counter: TokenCounter, text: str) -> int:
     return n
 
 
+class HistoryBuilder:
+    """Fits turns offered newest first into ``max_tokens`` (sans-I/O: the caller reads them).
+
+    ``offer`` takes the next older turn and says whether it fit; the caller stops reading at
+    the first one that does not, so what is held is the budget's worth of rendered text plus
+    the one turn that did not fit, never the whole chain. ``result`` measures the real text.
+    """
+
+    def __init__(
+        self,
+        thread_ids: Sequence[str],
+        total: int,
+        max_tokens: int,
+        counter: TokenCounter | None = None,
+    ) -> None:
+        if type(max_tokens) is not int or max_tokens < 0:
+            raise InvalidInput(f"max_tokens must be a non-negative int, got {max_tokens!r}")
+        self._thread_ids = list(thread_ids)
+        self._total = total
+        self._max_tokens = max_tokens
+        self._count = counter or estimate_tokens
+        self._taken: list[tuple[str, list[str]]] = []  # (rendered block, files), newest first
+        self._files: dict[str, None] = {}  # files of the taken turns, newest mention first
+        self._spent = 0
+        self._full = False
+
+    def offer(self, number: int, turn: Turn) -> bool:
+        """Take turn ``number`` (the next older one) if it fits; False: stop offering."""
+        if self._full:
+            return False
+        count = self._count
+        block = render_turn(number, turn)
+        cost = _count(count, block) + _count(count, _SEPARATOR)
+        files = dict(self._files)
+        for f in turn.files or ():
+            files.setdefault(f, None)
+        head, tail = _frame(self._thread_ids, number, self._total, list(files))
+        if self._spent + cost + _count(count, head) + _count(count, tail) > self._max_tokens:
+            self._full = True
+            return False
+        self._spent += cost
+        self._taken.append((block, list(turn.files or ())))
+        self._files = files
+        return True
+
+    def result(self) -> History:
+        # Measure the real text; counters need not be additive, so drop the oldest until it fits.
+        total = self._total
+        k = len(self._taken)
+        while k > 0:
+            taken = self._taken[:k]
+            files: dict[str, None] = {}
+            for _, turn_files in taken:
+                for f in turn_files:
+                    files.setdefault(f, None)
+            head, tail = _frame(self._thread_ids, total - k + 1, total, list(files))
+            text = head + _SEPARATOR.join(block for block, _ in reversed(taken)) + tail
+            tokens = _count(self._count, text)
+            if tokens <= self._max_tokens:
+                return History(
+                    text=text,
+                    tokens=tokens,
+                    max_tokens=self._max_tokens,
+                    turns_included=k,
+                    turns_omitted=total - k,
+                    files=list(files),
+                    thread_ids=self._thread_ids,
+                )
+            k -= 1
+        return History(
+            text="",
+            tokens=0,
+            max_tokens=self._max_tokens,
+            turns_included=0,
+            turns_omitted=total,
+            files=[],
+            thread_ids=self._thread_ids,
+        )
+
+
 def build_history(
     chain: Sequence[Thread], max_tokens: int, counter: TokenCounter | None = None
 ) -> History:
     """Fit the turns of ``chain`` (oldest thread first) into ``max_tokens``."""
-    if type(max_tokens) is not int or max_tokens < 0:
-        raise InvalidInput(f"max_tokens must be a non-negative int, got {max_tokens!r}")
-    count = counter or estimate_tokens
-    thread_ids = [t.thread_id for t in chain]
     turns = [turn for thread in chain for turn in thread.turns]
-    total = len(turns)
-    blocks = [render_turn(n, turn) for n, turn in enumerate(turns, 1)]
-
-    # Greedy by estimate, newest first: a contiguous run of the most recent turns.
-    k = 0
-    spent = 0
-    while k < total:
-        i = total - 1 - k
-        cost = _count(count, blocks[i]) + _count(count, _SEPARATOR)
-        head, tail = _frame(thread_ids, i + 1, total, _files_newest_first(turns[i:]))
-        if spent + cost + _count(count, head) + _count(count, tail) > max_tokens:
+    builder = HistoryBuilder([t.thread_id for t in chain], len(turns), max_tokens, counter)
+    for number in range(len(turns), 0, -1):  # newest first, a contiguous run of the most recent
+        if not builder.offer(number, turns[number - 1]):
             break
-        spent += cost
-        k += 1
-
-    # Measure the real text; counters need not be additive, so drop the oldest until it fits.
-    while k > 0:
-        first = total - k
-        files = _files_newest_first(turns[first:])
-        head, tail = _frame(thread_ids, first + 1, total, files)
-        text = head + _SEPARATOR.join(blocks[first:]) + tail
-        tokens = _count(count, text)
-        if tokens <= max_tokens:
-            return History(
-                text=text,
-                tokens=tokens,
-                max_tokens=max_tokens,
-                turns_included=k,
-                turns_omitted=total - k,
-                files=files,
-                thread_ids=thread_ids,
-            )
-        k -= 1
-    return History(
-        text="",
-        tokens=0,
-        max_tokens=max_tokens,
-        turns_included=0,
-        turns_omitted=total,
-        files=[],
-        thread_ids=thread_ids,
-    )
+    return builder.result()

@@ -27,7 +27,7 @@ from ._errors import (
     ThreadNotFound,
     ThreadstoreError,
 )
-from ._history import TokenCounter, build_history
+from ._history import HistoryBuilder, TokenCounter
 from ._ids import KEY_PREFIX, check_thread_id, new_thread_id, thread_key
 from ._models import ROLES, History, Thread, ThreadMeta, ThreadPage, ThreadSummary, Turn, utcnow
 from ._storage import APPEND_FULL, APPEND_MISSING, check_text, check_ttl
@@ -41,6 +41,8 @@ DEFAULT_MAX_METADATA_BYTES = 64 * 1024
 """Largest turn ``metadata`` or thread ``initial_context`` (JSON, UTF-8 bytes)."""
 MAX_NAME_LENGTH = 200
 """Longest tool, provider or model name."""
+HISTORY_MAX_DEPTH = 20
+"""Threads of a parent chain build_history walks at most (as get_thread_chain's default)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,10 +350,43 @@ class Logic:
     def build_history(
         self, thread_id: str, *, max_tokens: int, token_counter: TokenCounter | None = None
     ) -> Op[History]:
-        chain = yield from self.get_thread_chain(thread_id)
+        """Read the chain's headers and lengths, then its turns newest first, one at a time,
+        until the budget is spent: memory is bounded by the budget plus one turn, whatever the
+        size of the chain."""
+        check_thread_id(thread_id)
+        HistoryBuilder([], 0, max_tokens, token_counter)  # bad arguments fail before any read
+        chain: list[tuple[str, int]] = []  # (thread id, list length), newest thread first
+        seen: set[str] = set()
+        current: str | None = thread_id
+        while current is not None and current not in seen and len(chain) < HISTORY_MAX_DEPTH:
+            seen.add(current)
+            key = thread_key(current)
+            head: list[str] = yield Call("list_range", (key, 0, 1))
+            if not head:
+                break
+            parent = _decode_meta(head[0], current).parent_thread_id
+            length: int = yield Call("list_length", (key,))
+            if not length:
+                break  # expired meanwhile
+            chain.append((current, length))
+            current = parent
         if not chain:
             raise self.not_found(thread_id)
-        return build_history(chain, max_tokens, token_counter)
+        total = sum(length - 1 for _, length in chain)
+        builder = HistoryBuilder(
+            [tid for tid, _ in reversed(chain)], total, max_tokens, token_counter
+        )
+        number = total
+        for tid, length in chain:
+            key = thread_key(tid)
+            for index in range(length - 1, 0, -1):
+                raw: list[str] = yield Call("list_range", (key, index, index + 1))
+                if not raw:  # the thread expired meanwhile: history ends here
+                    return builder.result()
+                if not builder.offer(number, _decode_turn(raw[0], tid, index)):
+                    return builder.result()
+                number -= 1
+        return builder.result()
 
     def list_threads(self, *, limit: int = 50, cursor: str | None = None) -> Op[ThreadPage]:
         if type(limit) is not int or not 1 <= limit <= 1000:
