@@ -38,8 +38,16 @@ def render_turn(number: int, turn: Turn) -> str:
     return "\n".join(parts)
 
 
+def gone_parent_line(parent: str) -> str:
+    return f"Parent thread {parent} is gone (deleted or expired); its turns are not included."
+
+
 def _frame(
-    thread_ids: Sequence[str], first: int, total: int, files: Sequence[str]
+    thread_ids: Sequence[str],
+    first: int,
+    total: int,
+    files: Sequence[str],
+    missing_parent: str | None = None,
 ) -> tuple[str, str]:
     omitted = first - 1
     lines = ["=== CONVERSATION HISTORY ==="]
@@ -47,6 +55,8 @@ def _frame(
         lines.append(f"Thread {thread_ids[-1]}, continuing {', '.join(thread_ids[:-1])}")
     else:
         lines.append(f"Thread {thread_ids[-1]}")
+    if missing_parent:
+        lines.append(gone_parent_line(missing_parent))
     shown = f"Turns {first}-{total} of {total}"
     if omitted:
         shown += f" ({omitted} earlier turn{'s' if omitted != 1 else ''} omitted to fit the budget)"
@@ -73,9 +83,17 @@ def _count(counter: TokenCounter, text: str) -> int:
 
 
 def build_history(
-    chain: Sequence[Thread], max_tokens: int, counter: TokenCounter | None = None
+    chain: Sequence[Thread],
+    max_tokens: int,
+    counter: TokenCounter | None = None,
+    *,
+    missing_parent: str | None = None,
 ) -> History:
-    """Fit the turns of ``chain`` (oldest thread first) into ``max_tokens``."""
+    """Fit the turns of ``chain`` (oldest thread first) into ``max_tokens``.
+
+    ``missing_parent`` is the id of the oldest thread's parent when it is gone: the text says
+    so in one line. When not even the newest turn fits, the text is empty and ``note`` says the
+    smallest budget that would include it (a turn is never truncated)."""
     if type(max_tokens) is not int or max_tokens < 0:
         raise InvalidInput(f"max_tokens must be a non-negative int, got {max_tokens!r}")
     count = counter or estimate_tokens
@@ -90,7 +108,8 @@ def build_history(
     while k < total:
         i = total - 1 - k
         cost = _count(count, blocks[i]) + _count(count, _SEPARATOR)
-        head, tail = _frame(thread_ids, i + 1, total, _files_newest_first(turns[i:]))
+        files = _files_newest_first(turns[i:])
+        head, tail = _frame(thread_ids, i + 1, total, files, missing_parent)
         if spent + cost + _count(count, head) + _count(count, tail) > max_tokens:
             break
         spent += cost
@@ -100,7 +119,7 @@ def build_history(
     while k > 0:
         first = total - k
         files = _files_newest_first(turns[first:])
-        head, tail = _frame(thread_ids, first + 1, total, files)
+        head, tail = _frame(thread_ids, first + 1, total, files, missing_parent)
         text = head + _SEPARATOR.join(blocks[first:]) + tail
         tokens = _count(count, text)
         if tokens <= max_tokens:
@@ -112,8 +131,20 @@ def build_history(
                 turns_omitted=total - k,
                 files=files,
                 thread_ids=thread_ids,
+                note=gone_parent_line(missing_parent) if missing_parent else None,
             )
         k -= 1
+    notes = [gone_parent_line(missing_parent)] if missing_parent else []
+    if total:
+        files = _files_newest_first(turns[-1:])
+        head, tail = _frame(thread_ids, total, total, files, missing_parent)
+        needed = _count(count, head + blocks[-1] + tail)
+        notes.insert(
+            0,
+            f"No turn fits in max_tokens={max_tokens}: the newest turn alone needs {needed}"
+            f" tokens with the history's headers; call again with max_tokens of at least"
+            f" {needed}.",
+        )
     return History(
         text="",
         tokens=0,
@@ -122,4 +153,5 @@ def build_history(
         turns_omitted=total,
         files=[],
         thread_ids=thread_ids,
+        note=" ".join(notes) or None,
     )

@@ -42,6 +42,8 @@ DEFAULT_MAX_METADATA_BYTES = 64 * 1024
 """Largest turn ``metadata`` or thread ``initial_context`` (JSON, UTF-8 bytes)."""
 MAX_NAME_LENGTH = 200
 """Longest tool, provider or model name."""
+CHAIN_DEPTH = 20
+"""How many threads of a parent chain build_history walks."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +192,15 @@ class Logic:
             " CONVERSATION_TIMEOUT_HOURS sets it). Start a new thread."
         )
 
+    def parent_not_found(self, parent: str) -> ThreadNotFound:
+        hours = self.ttl_seconds / 3600
+        return ThreadNotFound(
+            f"parent_thread_id {parent} was not found: it never existed, was deleted or expired"
+            f" (threads expire {hours:g} hour{'s' if hours != 1 else ''} after their last turn;"
+            " CONVERSATION_TIMEOUT_HOURS sets it). Create the thread without parent_thread_id,"
+            " or with the id of a live thread."
+        )
+
     # -- writes ---------------------------------------------------------------------------------
     def create_thread(
         self,
@@ -202,6 +213,9 @@ class Logic:
         parent = None
         if parent_thread_id is not None:
             parent = check_thread_id(parent_thread_id, "parent_thread_id")
+            live: int = yield Call("list_length", (thread_key(parent),))
+            if not live:
+                raise self.parent_not_found(parent)
         for _ in range(3):  # a UUID4 collision is astronomically unlikely; never overwrite one
             thread_id = new_thread_id()
             meta = ThreadMeta(
@@ -326,10 +340,15 @@ class Logic:
     def build_history(
         self, thread_id: str, *, max_tokens: int, token_counter: TokenCounter | None = None
     ) -> Op[History]:
-        chain = yield from self.get_thread_chain(thread_id)
+        chain = yield from self.get_thread_chain(thread_id, CHAIN_DEPTH)
         if not chain:
             raise self.not_found(thread_id)
-        return build_history(chain, max_tokens, token_counter)
+        parent = chain[0].parent_thread_id
+        # The walk stopped before the chain's limit, not at a cycle: the parent is gone.
+        gone = len(chain) < CHAIN_DEPTH and parent and parent not in {t.thread_id for t in chain}
+        return build_history(
+            chain, max_tokens, token_counter, missing_parent=parent if gone else None
+        )
 
     def list_threads(self, *, limit: int = 50, cursor: str | None = None) -> Op[ThreadPage]:
         if type(limit) is not int or not 1 <= limit <= 1000:
