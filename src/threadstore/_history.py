@@ -138,7 +138,9 @@ def build_history(
     if total:
         files = _files_newest_first(turns[-1:])
         head, tail = _frame(thread_ids, total, total, files, missing_parent)
-        needed = _count(count, head + blocks[-1] + tail)
+        # As the greedy pass above prices it (parts counted apart), and as measured whole.
+        parts = sum(_count(count, p) for p in (blocks[-1], _SEPARATOR, head, tail))
+        needed = max(parts, _count(count, head + blocks[-1] + tail))
         notes.insert(
             0,
             f"No turn fits in max_tokens={max_tokens}: the newest turn alone needs {needed}"

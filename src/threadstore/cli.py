@@ -693,8 +693,9 @@ def history(
     if as_json:
         typer.echo(result.model_dump_json(indent=2))
         return
-    if result.text:
-        typer.echo(for_terminal(result.text, sys.stdout))
+    if result.text:  # exact when piped (typer.echo would strip what looks like colour codes)
+        sys.stdout.write(for_terminal(result.text, sys.stdout) + "\n")
+        sys.stdout.flush()
     typer.echo(
         f"{result.turns_included} turns included, {result.turns_omitted} omitted,"
         f" {result.tokens} of {result.max_tokens} tokens",

@@ -185,7 +185,7 @@ def tool_error(exc: ThreadstoreError, thread_id: str | None = None) -> ToolError
     if isinstance(exc, InvalidThreadId):
         hint = (
             "Pass thread_id exactly as thread_create returned it (thread_list shows the live"
-            " threads)."
+            " threads). Nothing was changed."
         )
     elif isinstance(exc, ThreadNotFound):
         hint = (
