@@ -146,7 +146,12 @@ def test_serve_in_a_terminal_says_what_it_waits_for_and_ctrl_c_quits(
     term.read_until(b"threadstore: sqlite store at")  # the store is open: the server runs
     text = term.output.decode()
     assert "waiting for an MCP client on stdin" in text and "claude mcp add threadstore" in text
-    term.type(b"\x03")  # Ctrl-C
+    # The server reads its stdin: a request typed in the terminal gets its answer.
+    term.type(b'{"jsonrpc": "2.0", "id": 7, "method": "ping"}\n')
+    term.read_until(b'"id":7')  # the answer (the echo has a space after the colon)
+    term.type(b"hello?")  # a person types something, sees nothing happen...
+    term.read_until(b"hello?")  # (the terminal's echo)
+    term.type(b"\x03")  # ...and presses Ctrl-C
     assert term.wait(timeout=10) == 130  # exits at all, without Enter being pressed
     assert b"Traceback" not in term.output
 

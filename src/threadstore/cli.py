@@ -466,8 +466,9 @@ def stdio_banner(argv0: str) -> str:
     """The line a person sees when they start the stdio server in a terminal."""
     if os.path.basename(argv0) == "threadstore":
         program = os.path.abspath(argv0) if os.sep in argv0 else argv0
-    else:  # python -m threadstore.cli
-        program = shutil.which("threadstore") or "threadstore"
+    else:  # python -m threadstore.cli: the script next to this interpreter, if installed
+        beside = os.path.join(os.path.dirname(sys.executable), "threadstore")
+        program = beside if os.path.exists(beside) else shutil.which("threadstore") or "threadstore"
     return (
         "threadstore: waiting for an MCP client on stdin (stdio transport; typing here does"
         " nothing useful). Ctrl-C quits. To use it, register it with a client, e.g.:"
