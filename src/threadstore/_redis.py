@@ -276,6 +276,8 @@ class Commands:
 
         def parse(reply: Any) -> tuple[int, list[str]]:
             next_cursor, raw_keys = reply
+            if isinstance(next_cursor, dict):  # the sync cluster client: {node: cursor}
+                next_cursor = next(iter(next_cursor.values()), 0)
             keys = []
             for raw in raw_keys:
                 try:
@@ -367,6 +369,19 @@ def _decide(target: _Target, cmd: Cmd, exc: Exception, attempt: int) -> tuple[Cm
         if time.monotonic() + delay < DEADLINE.get():
             return cmd, delay
     raise target.translate(exc, cmd.key) from exc
+
+
+def _cluster_nodes(reply: Any) -> list[str]:
+    """CLUSTER NODES (as redis-py parses it) as "address role [slots]" lines."""
+    out = []
+    for address, node in sorted(reply.items() if isinstance(reply, dict) else ()):
+        flags = str(node.get("flags", ""))
+        role = "master" if "master" in flags else "replica" if "slave" in flags else flags
+        if "fail" in flags:
+            role += " (failing)"
+        slots = sum(int(r[1]) - int(r[0]) + 1 if len(r) > 1 else 1 for r in node.get("slots", []))
+        out.append(f"{address.split('@')[0]} {role}" + (f" {slots} slots" if slots else ""))
+    return out
 
 
 class _Counters:
@@ -824,7 +839,7 @@ class RedisStorage(Storage):
             out["cluster_state"] = info.get("cluster_state")
             out["slots_covered"] = int(info.get("cluster_slots_ok", 0))
             out["slots_total"] = 16384
-            out["cluster_nodes"] = sorted(f"{n.name} {n.server_type}" for n in client.get_nodes())
+            out["cluster_nodes"] = _cluster_nodes(nodes[0].execute_command("CLUSTER NODES"))
         else:
             server = client.info("server")
             out["used_memory"] = client.info("memory").get("used_memory")
