@@ -941,7 +941,7 @@ class RedisAsyncOps:
                         cmd, delay = store._next_attempt(cmd, exc, attempt)
                         if delay:
                             await asyncio.sleep(delay)
-        except TimeoutError:  # asyncio.timeout's: redis.asyncio dropped the connection
+        except asyncio.TimeoutError:  # asyncio.timeout's: redis.asyncio dropped the connection
             store._counters.add("errors")
             raise target.past_deadline() from None
         finally:
