@@ -231,6 +231,24 @@ def test_live_reshard_under_a_running_writer(cluster: ClusterSetup) -> None:
         ts.close()
 
 
+def test_doctor_shows_the_cluster(cluster: ClusterSetup) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from threadstore.cli import app
+
+    result = CliRunner().invoke(app, ["--url", cluster.url, "doctor", "--json"])
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert checks["topology"]["status"] == "ok", checks
+    assert "3 masters, 3 replicas, 16384 of 16384 slots" in checks["topology"]["detail"]
+    result = CliRunner().invoke(
+        app, ["--url", cluster.url + "?wait_replicas=2", "doctor", "--json"]
+    )
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert checks["topology"]["status"] == "warn"
+
+
 def test_master_killed_replica_promoted(cluster: ClusterSetup) -> None:
     """Last in the module: SIGKILL a master under a writer; its replica takes over and the same
     store keeps writing. Reads-your-writes of acknowledged turns hold for keys on the other

@@ -54,10 +54,10 @@ from redis.exceptions import (
     RedisError,
     ResponseError,
     SlotNotCoveredError,
-    TimeoutError,
     TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ._config import check_namespace
 from ._errors import ConfigError, CorruptData, StorageUnavailable, WrongType
@@ -323,7 +323,7 @@ class _Target:
             return CorruptData(f"key {key!r} holds bytes that are not UTF-8 text")
         if isinstance(exc, AuthenticationError | NoPermissionError):
             return StorageUnavailable(f"redis at {self.url} refused access: {self.reason(exc)}")
-        if isinstance(exc, TimeoutError):
+        if isinstance(exc, RedisTimeoutError):
             if time.monotonic() >= DEADLINE.get():
                 return self.past_deadline()
             return StorageUnavailable(
@@ -369,6 +369,44 @@ def _decide(target: _Target, cmd: Cmd, exc: Exception, attempt: int) -> tuple[Cm
         if time.monotonic() + delay < DEADLINE.get():
             return cmd, delay
     raise target.translate(exc, cmd.key) from exc
+
+
+def _topology_check(facts: dict[str, Any], target: _Target) -> list[str]:
+    """["ok" or "warn", one line] describing where the data lives, for ``doctor``."""
+    status = "ok"
+    if target.topology == "cluster":
+        nodes = facts["cluster_nodes"]
+        masters = sum(" master" in n for n in nodes)
+        text = (
+            f"cluster {facts['cluster_state']}: {masters} masters, {len(nodes) - masters}"
+            f" replicas, {facts['slots_covered']} of {facts['slots_total']} slots served"
+        )
+        if facts["cluster_state"] != "ok" or facts["slots_covered"] < facts["slots_total"]:
+            status = "warn"
+        if any("failing" in n for n in nodes):
+            status = "warn"
+            text += "; failing: " + ", ".join(n for n in nodes if "failing" in n)
+        replicas = min((sum(1 for n in nodes if " replica" in n) // max(masters, 1),), default=0)
+    else:
+        replicas = len(facts["replicas"])
+        where = (
+            f"master {facts['master']} (service {facts['service']})"
+            if (target.topology == "sentinel")
+            else f"{facts['role']}"
+        )
+        text = f"{where} with {replicas} replica(s): " + (", ".join(facts["replicas"]) or "none")
+        if facts["role"] != "master":
+            status = "warn"
+            text += "; this server is not a master, writes will be refused"
+    if target.wait_replicas > replicas:
+        status = "warn"
+        text += (
+            f"; wait_replicas={target.wait_replicas} but only {replicas} replica(s):"
+            " every write will report StorageUnavailable"
+        )
+    elif target.wait_replicas:
+        text += f"; every write waits for {target.wait_replicas} replica(s)"
+    return [status, text]
 
 
 def _cluster_nodes(reply: Any) -> list[str]:
@@ -700,7 +738,7 @@ class RedisStorage(Storage):
                     asking = None
                     client.nodes_manager.initialize()
                 continue
-            except (RedisConnectionError, TimeoutError):
+            except (RedisConnectionError, RedisTimeoutError):
                 if target.topology == "cluster":
                     self._refresh_cluster_map()
                 raise
@@ -862,6 +900,7 @@ class RedisStorage(Storage):
                 out["master"] = f"{host}:{port}"
                 out["sentinels"] = [f"{h}:{p}" for h, p in self._topology.seeds]
         out["server_version"] = server.get("redis_version")
+        out["topology_check"] = _topology_check(out, self._target)
         return out
 
     def close(self) -> None:
@@ -941,7 +980,7 @@ class RedisAsyncOps:
                         cmd, delay = store._next_attempt(cmd, exc, attempt)
                         if delay:
                             await asyncio.sleep(delay)
-        except asyncio.TimeoutError:  # asyncio.timeout's: redis.asyncio dropped the connection
+        except TimeoutError:  # asyncio.timeout's: redis.asyncio dropped the connection
             store._counters.add("errors")
             raise target.past_deadline() from None
         finally:

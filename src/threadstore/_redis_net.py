@@ -18,7 +18,6 @@ and async clients.
 from __future__ import annotations
 
 import math
-import socket
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -217,8 +216,3 @@ class Topology:
         options["socket_timeout"] = min(limit, options.get("socket_timeout", limit))
         options["socket_connect_timeout"] = min(limit, options.get("socket_connect_timeout", limit))
         return options
-
-
-def deadline_exceeded(exc: BaseException) -> bool:
-    """True for the timeout a DeadlineSocket raised (as translated by redis-py)."""
-    return isinstance(exc, socket.timeout | redis.exceptions.TimeoutError)
