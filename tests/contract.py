@@ -302,6 +302,154 @@ class StorageContract:
         with pytest.raises(StorageUnavailable):
             store.get("k")
 
+    # -- activity index (notes/index.md) -------------------------------------------------------
+    def test_index_pages_newest_first_by_score_then_key(self, store: Storage) -> None:
+        entries = [(s, f"k{i:03d}") for i, s in enumerate([5, 9, 9, 1, 7, 9, 3, 0, 2**53 - 1])]
+        for score, key in entries:
+            assert store.list_create(key, 60, "m", scopes=["all"], score=score)
+        newest = sorted(entries, reverse=True)
+        assert store.index_page("all", 100) == newest
+        assert store.index_page("all", 100, ascending=True) == sorted(entries)
+        assert store.index_page("all", 3) == newest[:3]
+        for cut in range(len(newest)):  # keyset pages: strictly after the position
+            assert store.index_page("all", 100, newest[cut]) == newest[cut + 1 :]
+            later = sorted(e for e in entries if e > newest[cut])
+            assert store.index_page("all", 100, newest[cut], ascending=True) == later
+        assert store.index_page("all", 100, (9, "k002")) == [(9, "k001"), *newest[4:]]
+        assert store.index_count("all") == len(entries)
+
+    def test_index_pages_concatenate_to_the_whole_order(self, store: Storage) -> None:
+        entries = [(i // 7, f"key:{i}") for i in range(230)]  # runs of equal scores
+        for score, key in entries:
+            store.list_create(key, 60, "m", scopes=("all",), score=score)
+        for ascending in (False, True):
+            seen: list[tuple[int, str]] = []
+            after = None
+            while True:
+                page = store.index_page("all", 17, after, ascending=ascending)
+                seen += page
+                if len(page) < 17:
+                    break
+                after = page[-1]
+            assert seen == sorted(entries, reverse=not ascending)
+
+    def test_index_scopes_are_separate_and_remembered(self, store: Storage) -> None:
+        assert store.list_create("a", 60, "m", scopes=("all", "owner:ann"), score=10)
+        assert store.list_create("b", 60, "m", scopes=("all", "owner:bob"), score=20)
+        assert store.list_create("plain", 60, "m")  # not filed anywhere
+        assert store.index_page("owner:ann", 10) == [(10, "a")]
+        assert store.index_count("owner:bob") == 1
+        assert store.index_count("owner:nobody") == 0
+        assert store.index_page("owner:nobody", 10) == []
+        # an append re-scores the list in every scope it was filed under
+        assert store.list_append("a", "t", max_items=10, ttl_seconds=60, score=30) == 2
+        assert store.index_page("all", 10) == [(30, "a"), (20, "b")]
+        assert store.index_page("owner:ann", 10) == [(30, "a")]
+        # without a score, the order stays
+        assert store.list_append("b", "t", max_items=10, ttl_seconds=60) == 2
+        assert store.index_page("all", 10) == [(30, "a"), (20, "b")]
+        # an unfiled list stays unfiled, whatever its appends say
+        assert store.list_append("plain", "t", max_items=10, ttl_seconds=60, score=99) == 2
+        assert store.index_page("all", 10) == [(30, "a"), (20, "b")]
+        # a full or missing list changes nothing
+        assert store.list_append("a", "t", max_items=2, ttl_seconds=60, score=99) == APPEND_FULL
+        assert store.list_append("zz", "t", max_items=2, ttl_seconds=60, score=99) == 0
+        assert store.index_page("all", 10) == [(30, "a"), (20, "b")]
+
+    def test_index_forgets_deleted_and_replaced_lists(self, store: Storage) -> None:
+        for i in range(4):
+            store.list_create(f"k{i}", 60, "m", scopes=("all", "o"), score=i)
+        assert store.delete("k1")
+        assert store.index_page("all", 10) == [(3, "k3"), (2, "k2"), (0, "k0")]
+        assert store.index_count("all") == 3 and store.index_count("o") == 3
+        store.set_with_ttl("k2", 60, "a string now")
+        assert store.index_page("o", 10) == [(3, "k3"), (0, "k0")]
+        assert store.index_page("all", 10) == [(3, "k3"), (0, "k0")]
+        assert store.index_count("all") == 2  # exact once a page has walked past it
+        # a new list under a used name is filed only where its creation says
+        assert store.delete("k2")
+        assert store.list_create("k2", 60, "m", scopes=("other",), score=50)
+        assert store.index_page("all", 10) == [(3, "k3"), (0, "k0")]
+        assert store.index_page("other", 10) == [(50, "k2")]
+
+    def test_index_never_shows_expired_lists(self, store: Storage) -> None:
+        store.list_create("short", 0.05, "m", scopes=("all", "o"), score=100)
+        store.list_create("long", 60, "m", scopes=("all",), score=1)
+        store.list_create("moved", 0.05, "m", scopes=("all",), score=50)
+        assert store.expire("moved", 60)
+        store.list_create("kept", 0.05, "m", scopes=("all",), score=40)
+        store.list_append("kept", "t", max_items=5, ttl_seconds=60)  # the TTL follows the list
+        assert store.index_count("all") == 4
+        time.sleep(0.12)
+        assert store.index_count("all") == 3
+        assert store.index_count("o") == 0
+        assert store.index_page("all", 10) == [(50, "moved"), (40, "kept"), (1, "long")]
+        assert store.index_page("o", 10) == []
+        # the name is free again, and a new list there is filed afresh
+        assert store.list_create("short", 60, "m", scopes=("all",), score=7)
+        assert store.index_page("all", 10, (40, "kept")) == [(7, "short"), (1, "long")]
+        assert store.index_count("o") == 0
+
+    def test_index_put_files_an_existing_list(self, store: Storage) -> None:
+        assert store.index_put("missing", ["all"], 1) is False
+        store.list_create("l", 60, "m")
+        store.list_create("f", 60, "m", scopes=["all"], score=5)
+        assert store.index_put("l", ["all"], 7) is True
+        assert store.index_put("l", ["all"], 8) is True  # again: re-scored, not doubled
+        assert store.index_page("all", 10) == [(8, "l"), (5, "f")]
+        assert store.index_put("f", ["o"], 9) is True  # adds a scope, re-scores the old ones
+        assert store.index_page("all", 10) == [(9, "f"), (8, "l")]
+        assert store.index_page("o", 10) == [(9, "f")]
+        assert store.index_count("all") == 2
+        store.list_append("f", "t", max_items=5, ttl_seconds=60, score=11)
+        assert store.index_page("o", 10) == [(11, "f")]
+        store.set_with_ttl("s", 60, "v")
+        with pytest.raises(WrongType):
+            store.index_put("s", ["all"], 1)
+
+    @pytest.mark.parametrize(
+        "kwargs",
+        [
+            {"scopes": "all"},
+            {"scopes": ["a", "a"]},
+            {"scopes": [""]},
+            {"scopes": ["a\x00b"]},
+            {"scopes": [1]},
+            {"scopes": ["s" * 201]},
+            {"scopes": [f"s{i}" for i in range(9)]},
+            {"scopes": ["a"], "score": -1},
+            {"scopes": ["a"], "score": 2**53},
+            {"scopes": ["a"], "score": 1.5},
+            {"scopes": ["a"], "score": True},
+        ],
+    )
+    def test_bad_index_arguments_are_refused(
+        self, store: Storage, kwargs: dict[str, object]
+    ) -> None:
+        with pytest.raises(InvalidInput):
+            store.list_create("l", 60, "m", **kwargs)  # type: ignore[arg-type]
+        assert store.list_range("l") == []
+        store.list_create("l", 60, "m")
+        with pytest.raises(InvalidInput):
+            store.list_append("l", "x", max_items=5, ttl_seconds=60, score=-1)
+        assert store.list_range("l") == ["m"]
+
+    @pytest.mark.parametrize(
+        "args",
+        [("", 10), (None, 10), ("all", 0), ("all", 1001), ("all", "10"), ("all", 10, (1,)),
+         ("all", 10, (1.5, "k")), ("all", 10, (1, "")), ("all", 10, "k")],
+    )  # fmt: skip
+    def test_bad_index_page_arguments_are_refused(
+        self, store: Storage, args: tuple[object, ...]
+    ) -> None:
+        with pytest.raises(InvalidInput):
+            store.index_page(*args)  # type: ignore[arg-type]
+
+    @pytest.mark.parametrize("scope", ["", None, 1, "a\x00", "s" * 201])
+    def test_bad_index_count_scope_is_refused(self, store: Storage, scope: object) -> None:
+        with pytest.raises(InvalidInput):
+            store.index_count(scope)  # type: ignore[arg-type]
+
     # -- concurrency --------------------------------------------------------------------------
     def test_concurrent_appends_lose_nothing(self, store: Storage) -> None:
         store.list_create("l", 60, "meta")

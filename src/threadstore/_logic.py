@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from ._errors import (
     CorruptData,
     InvalidInput,
+    InvalidThreadId,
     StorageUnavailable,
     ThreadFull,
     ThreadNotFound,
@@ -29,9 +30,9 @@ from ._errors import (
     WrongType,
 )
 from ._history import TokenCounter, build_history
-from ._ids import KEY_PREFIX, check_thread_id, new_thread_id, thread_key
+from ._ids import ALL_THREADS, KEY_PREFIX, check_thread_id, new_thread_id, thread_key
 from ._models import ROLES, History, Thread, ThreadMeta, ThreadPage, ThreadSummary, Turn, utcnow
-from ._storage import APPEND_FULL, APPEND_MISSING, check_text, check_ttl
+from ._storage import APPEND_FULL, APPEND_MISSING, check_scope, check_text, check_ttl
 
 T = TypeVar("T")
 log = logging.getLogger("threadstore")
@@ -42,6 +43,8 @@ DEFAULT_MAX_METADATA_BYTES = 64 * 1024
 """Largest turn ``metadata`` or thread ``initial_context`` (JSON, UTF-8 bytes)."""
 MAX_NAME_LENGTH = 200
 """Longest tool, provider or model name."""
+EXPORT_PAGE = 100
+"""Threads read per index page while exporting: the export holds at most this many ids."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +149,8 @@ def _last_activity(raw: str, thread_id: str, length: int) -> datetime:
 
 
 def _micros(stamp: datetime) -> int:
-    return int(stamp.timestamp()) * 1_000_000 + stamp.microsecond
+    """A timestamp as the index score: microseconds since the epoch (0 for earlier times)."""
+    return max(0, int(stamp.timestamp()) * 1_000_000 + stamp.microsecond)
 
 
 def _encode_cursor(micros: int, thread_id: str) -> str:
@@ -214,6 +218,7 @@ class Logic:
             created = yield Call(
                 "list_create",
                 (thread_key(thread_id), self.ttl_seconds, meta.model_dump_json(exclude_none=True)),
+                {"scopes": (ALL_THREADS,), "score": _micros(meta.created_at)},
             )
             if created:
                 return thread_id
@@ -250,7 +255,11 @@ class Logic:
         n = yield Call(
             "list_append",
             (thread_key(thread_id), payload),
-            {"max_items": self.max_turns + 1, "ttl_seconds": self.ttl_seconds},
+            {
+                "max_items": self.max_turns + 1,
+                "ttl_seconds": self.ttl_seconds,
+                "score": _micros(turn.timestamp),
+            },
         )
         if n == APPEND_MISSING:
             raise self.not_found(thread_id)
@@ -302,9 +311,10 @@ class Logic:
             raise self.not_found(thread_id)
         return thread
 
-    def count_threads(self) -> Op[int]:
-        keys: list[str] = yield Call("scan", (KEY_PREFIX,))
-        return len(keys)
+    def count_threads(self, *, scope: str = ALL_THREADS) -> Op[int]:
+        """Live threads in an index scope (all of them by default): O(log n)."""
+        count: int = yield Call("index_count", (check_scope(scope),))
+        return count
 
     def get_thread_chain(self, thread_id: str, max_depth: int = 20) -> Op[list[Thread]]:
         check_thread_id(thread_id)
@@ -331,47 +341,47 @@ class Logic:
             raise self.not_found(thread_id)
         return build_history(chain, max_tokens, token_counter)
 
-    def list_threads(self, *, limit: int = 50, cursor: str | None = None) -> Op[ThreadPage]:
+    def list_threads(
+        self, *, limit: int = 50, cursor: str | None = None, scope: str = ALL_THREADS
+    ) -> Op[ThreadPage]:
+        """A page of the threads filed under ``scope``, most recent activity first.
+
+        One index page (O(log n + limit)) plus four reads per thread listed. The order is the
+        index score, the stored time of the last turn (or creation), so a cursor (last
+        activity, id) pages without gaps or repeats for threads that stay put.
+        """
         if type(limit) is not int or not 1 <= limit <= 1000:
             raise InvalidInput(f"limit must be an int from 1 to 1000, got {limit!r}")
-        after = _decode_cursor(cursor) if cursor is not None else None
-        keys: list[str] = yield Call("scan", (KEY_PREFIX,))
-        # Ranked by the stored time of the last turn (or creation): deterministic, so a cursor
-        # (last activity, id) pages without gaps or repeats while threads keep changing.
-        ranked: list[tuple[int, str, int]] = []
-        for key in keys:
+        check_scope(scope)
+        after = None
+        if cursor is not None:
+            micros, thread_id = _decode_cursor(cursor)
+            after = (micros, thread_key(thread_id))
+        entries: list[tuple[int, str]] = yield Call("index_page", (scope, limit + 1, after))
+        summaries: list[ThreadSummary] = []
+        for _, key in entries[:limit]:
+            if not key.startswith(KEY_PREFIX):
+                continue  # not a thread (the scope is shared with other kinds of lists)
             try:
-                entry = yield from self._rank(key[len(KEY_PREFIX) :])
+                summary = yield from self._summary(key[len(KEY_PREFIX) :])
             except (CorruptData, WrongType) as exc:  # one damaged thread does not hide the rest
                 log.warning("threadstore: list_threads skips a thread: %s", exc)
                 continue
-            if entry is not None:
-                ranked.append(entry)
-        ranked.sort(reverse=True)
-        if after is not None:
-            ranked = [r for r in ranked if (r[0], r[1]) < after]
-        summaries: list[ThreadSummary] = []
-        for _, thread_id, length in ranked[:limit]:
-            summary = yield from self._summary(thread_id, length)
             if summary is not None:
                 summaries.append(summary)
-        more = len(ranked) > limit
-        next_cursor = _encode_cursor(ranked[limit - 1][0], ranked[limit - 1][1]) if more else None
+        next_cursor = None
+        if len(entries) > limit:
+            micros, key = entries[limit - 1]
+            next_cursor = _encode_cursor(micros, key[len(KEY_PREFIX) :])
         return ThreadPage(threads=summaries, next_cursor=next_cursor)
 
-    def _rank(self, thread_id: str) -> Op[tuple[int, str, int] | None]:
-        """(last activity in µs, id, length) of a live thread; None if it expired meanwhile."""
+    def _summary(self, thread_id: str) -> Op[ThreadSummary | None]:
+        """A listed thread's row (its last turn is decoded too: a damaged thread is skipped, not
+        listed). None if it expired meanwhile."""
         key = thread_key(thread_id)
         length: int = yield Call("list_length", (key,))
         if not length:
             return None
-        last: list[str] = yield Call("list_range", (key, length - 1, length))
-        if not last:
-            return None
-        return _micros(_last_activity(last[0], thread_id, length)), thread_id, length
-
-    def _summary(self, thread_id: str, length: int) -> Op[ThreadSummary | None]:
-        key = thread_key(thread_id)
         head: list[str] = yield Call("list_range", (key, 0, 1))
         left: float | None = yield Call("ttl", (key,))
         last: list[str] = yield Call("list_range", (key, length - 1, length))
@@ -388,10 +398,55 @@ class Logic:
             expires_in_seconds=round(left, 3),
         )
 
-    # -- export / import ------------------------------------------------------------------------
-    def thread_ids(self) -> Op[list[str]]:
+    def _rank(self, thread_id: str) -> Op[tuple[int, str, int] | None]:
+        """(last activity in µs, id, length) of a live thread read from its items; None if it
+        expired meanwhile. For reindex(): the index keeps this score for listing."""
+        key = thread_key(thread_id)
+        length: int = yield Call("list_length", (key,))
+        if not length:
+            return None
+        last: list[str] = yield Call("list_range", (key, length - 1, length))
+        if not last:
+            return None
+        return _micros(_last_activity(last[0], thread_id, length)), thread_id, length
+
+    def reindex(self) -> Op[int]:
+        """File every live thread in the index (a backfill after upgrading a Redis store whose
+        threads were written by an older release). O(threads); idempotent; safe while the store
+        is in use. Returns the number of threads filed; damaged ones are skipped (logged)."""
         keys: list[str] = yield Call("scan", (KEY_PREFIX,))
-        return sorted(k[len(KEY_PREFIX) :] for k in keys)
+        filed = 0
+        for key in keys:
+            thread_id = key[len(KEY_PREFIX) :]
+            try:
+                check_thread_id(thread_id)
+                entry = yield from self._rank(thread_id)
+            except (CorruptData, WrongType, InvalidThreadId) as exc:
+                log.warning("threadstore: reindex skips %r: %s", key, exc)
+                continue
+            if entry is not None:
+                done = yield Call("index_put", (key, (ALL_THREADS,), entry[0]))
+                filed += bool(done)
+        return filed
+
+    # -- export / import ------------------------------------------------------------------------
+    def export_page(
+        self, after: tuple[int, str] | None = None
+    ) -> Op[tuple[list[str], tuple[int, str] | None]]:
+        """The next few threads of an export as JSON lines, oldest activity first, and the
+        position to pass for the page after (None at the end). A thread that gets a turn while
+        an export runs moves ahead of the position: it is exported (perhaps twice, the later
+        line newer), never missed."""
+        entries: list[tuple[int, str]] = yield Call(
+            "index_page", (ALL_THREADS, EXPORT_PAGE, after), {"ascending": True}
+        )
+        lines: list[str] = []
+        for _, key in entries:
+            if key.startswith(KEY_PREFIX):
+                line = yield from self.export_line(key[len(KEY_PREFIX) :])
+                if line is not None:
+                    lines.append(line)
+        return lines, (entries[-1] if len(entries) == EXPORT_PAGE else None)
 
     def export_line(self, thread_id: str) -> Op[str | None]:
         """One thread as a JSON line; None when it expired meanwhile or is damaged (logged)."""
@@ -426,17 +481,23 @@ class Logic:
         if replace:
             yield Call("delete", (key,))
         created = yield Call(
-            "list_create", (key, self.ttl_seconds, meta.model_dump_json(exclude_none=True))
+            "list_create",
+            (key, self.ttl_seconds, meta.model_dump_json(exclude_none=True)),
+            {"scopes": (ALL_THREADS,), "score": _micros(thread.created_at)},
         )
         if not created:
             return False
         max_items = max(self.max_turns, len(payloads)) + 1
         try:
-            for payload in payloads:
+            for turn, payload in zip(thread.turns, payloads, strict=True):
                 yield Call(
                     "list_append",
                     (key, payload),
-                    {"max_items": max_items, "ttl_seconds": self.ttl_seconds},
+                    {
+                        "max_items": max_items,
+                        "ttl_seconds": self.ttl_seconds,
+                        "score": _micros(turn.timestamp),
+                    },
                 )
         except ThreadstoreError:
             yield Call("delete", (key,))  # no half-imported thread left behind

@@ -21,6 +21,11 @@ first (Redis' ``volatile-ttl``), chosen among a few keys of the earliest bucket:
 refreshes its thread's TTL, that is the thread idle the longest, and an expired key always goes
 before a live one. It costs O(1) per eviction and nothing on reads (an LRU would add work to
 every ``get``).
+
+Activity index (notes/index.md). ``_filed`` maps a filed list's key to [scopes, score,
+expires_at]; ``_ix`` maps a scope to its two sorted lists: ``act`` of (score, key) for pages and
+``exp`` of expiry times for exact counts. Every path that removes a key for good (delete, expiry,
+eviction, a string written over a list) unfiles it in the same critical section.
 """
 
 from __future__ import annotations
@@ -34,18 +39,25 @@ from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import Any
 
+from sortedcontainers import SortedList
+
 from ._config import DEFAULT_NAMESPACE
 from ._errors import InvalidInput, StorageUnavailable, WrongType
 from ._storage import (
     APPEND_FULL,
     APPEND_MISSING,
+    TRIM_ON_READ,
     AsyncOps,
     Inline,
     Storage,
     check_key,
     check_max_items,
+    check_page,
     check_prefix,
     check_range,
+    check_scope,
+    check_scopes,
+    check_score,
     check_text,
     check_ttl,
     check_value,
@@ -69,6 +81,20 @@ _LIST_HEADER = sys.getsizeof([None])
 Bucket = set[str]
 Entry = tuple["str | list[str]", float, int, Bucket]
 """(value, expires_at, bytes held by key and value, the bucket the key is filed in)."""
+
+
+class _Scope:
+    """One index scope: entries by (score, key), and their expiry times (for counting)."""
+
+    __slots__ = ("act", "exp")
+
+    def __init__(self) -> None:
+        self.act: Any = SortedList()
+        self.exp: Any = SortedList()
+
+
+Filing = list[Any]
+"""[scopes (tuple of str), score (int), expires_at (float)] of a filed list."""
 
 
 def _str_size(s: str) -> int:
@@ -105,6 +131,8 @@ class MemoryStorage(Storage):
         self._data: dict[str, Entry] = {}
         self._buckets: dict[float, Bucket] = {}
         self._due: list[float] = []  # heap of the bucket numbers in _buckets
+        self._ix: dict[str, _Scope] = {}
+        self._filed: dict[str, Filing] = {}
         self._bytes = 0
         self._hits = self._misses = self._expired = self._evicted = 0
         self._closed = False
@@ -185,6 +213,8 @@ class MemoryStorage(Storage):
                 del data[key]
                 self._bytes -= entry[2]
                 self._expired += 1
+                if key in self._filed:
+                    self._unfile(key)
             else:  # refreshed since it was filed: file it where it belongs now
                 self._put(key, entry[0], entry[1], entry[2])
         return self._next_due(limit) is not None
@@ -210,6 +240,8 @@ class MemoryStorage(Storage):
             if victim is not None:
                 entry = data[victim]
                 self._drop(victim, entry)
+                if victim in self._filed:
+                    self._unfile(victim)
                 if entry[1] <= now:
                     self._expired += 1
                 else:
@@ -228,8 +260,56 @@ class MemoryStorage(Storage):
         if entry is not None and entry[1] <= now:
             self._drop(key, entry)
             self._expired += 1
+            if key in self._filed:
+                self._unfile(key)
             return None
         return entry
+
+    def _file(self, key: str, scopes: tuple[str, ...], score: int, expires_at: float) -> None:
+        """File ``key`` under ``scopes`` (re-scoring it where it is filed already)."""
+        filed = self._filed.get(key)
+        if filed is not None:
+            self._refile(key, filed, score, expires_at)
+            scopes = tuple(s for s in scopes if s not in filed[0])
+            filed[0] = filed[0] + scopes
+        else:
+            self._filed[key] = [scopes, score, expires_at]
+        ix = self._ix
+        for name in scopes:
+            scope = ix.get(name)
+            if scope is None:
+                scope = ix[name] = _Scope()
+            scope.act.add((score, key))
+            scope.exp.add(expires_at)
+
+    def _refile(self, key: str, filed: Filing, score: int | None, expires_at: float) -> None:
+        """A filed key's new score (None: unchanged) and expiry, in every scope it is in."""
+        old_score, old_exp = filed[1], filed[2]
+        if score is None:
+            score = old_score
+        ix = self._ix
+        for name in filed[0]:
+            scope = ix[name]
+            if score != old_score:
+                act = scope.act
+                act.remove((old_score, key))
+                act.add((score, key))
+            if expires_at != old_exp:
+                exp = scope.exp
+                exp.remove(old_exp)
+                exp.add(expires_at)
+        filed[1] = score
+        filed[2] = expires_at
+
+    def _unfile(self, key: str) -> None:
+        filed = self._filed.pop(key)
+        ix = self._ix
+        for name in filed[0]:
+            scope = ix[name]
+            scope.act.remove((filed[1], key))
+            scope.exp.remove(filed[2])
+            if not scope.act:
+                del ix[name]
 
     def _list_entry(self, key: str, now: float) -> Entry | None:
         entry = self._live(key, now)
@@ -289,6 +369,8 @@ class MemoryStorage(Storage):
                     self._bytes += size - old[2]
                     if self._bytes > self._max_bytes:  # also catches a value too large
                         self._shrink_around(key, now, old)
+                    if old[0].__class__ is list and key in self._filed:
+                        self._unfile(key)  # a string replaced the list
                     return
                 self._insert(key, value, now, expires_at, size)
         except TypeError:  # a key that is not a str (unhashable, or without len())
@@ -339,6 +421,8 @@ class MemoryStorage(Storage):
             if entry is None:
                 return False
             self._drop(key, entry)
+            if key in self._filed:
+                self._unfile(key)
             return True
 
     def exists(self, key: str) -> bool:
@@ -365,6 +449,9 @@ class MemoryStorage(Storage):
             if entry is None:
                 return False
             self._retime(key, entry, entry[0], now + ttl, entry[2])
+            filed = self._filed.get(key)
+            if filed is not None:
+                self._refile(key, filed, None, now + ttl)
             return True
 
     def scan(self, prefix: str = "") -> Iterator[str]:
@@ -380,10 +467,20 @@ class MemoryStorage(Storage):
                     yield key
 
     # -- lists ----------------------------------------------------------------------------------
-    def list_create(self, key: str, ttl_seconds: float, first: str) -> bool:
+    def list_create(
+        self,
+        key: str,
+        ttl_seconds: float,
+        first: str,
+        *,
+        scopes: tuple[str, ...] | list[str] = (),
+        score: int = 0,
+    ) -> bool:
         check_key(key)
         check_value(first, "first")
         ttl = check_ttl(ttl_seconds)
+        scopes = check_scopes(scopes)
+        check_score(score)
         size = _str_size(key) + _LIST_HEADER + _str_size(first) + _ITEM_OVERHEAD
         if size > self._max_bytes:
             raise InvalidInput(f"item of {size} bytes is larger than the store's max_bytes")
@@ -395,13 +492,25 @@ class MemoryStorage(Storage):
             self._make_room(now, 1, size)
             self._put(key, [first], now + ttl, size)
             self._bytes += size
+            if scopes:
+                self._file(key, scopes, score, now + ttl)
             return True
 
-    def list_append(self, key: str, value: str, *, max_items: int, ttl_seconds: float) -> int:
+    def list_append(
+        self,
+        key: str,
+        value: str,
+        *,
+        max_items: int,
+        ttl_seconds: float,
+        score: int | None = None,
+    ) -> int:
         check_key(key)
         check_value(value)
         check_max_items(max_items)
         ttl = check_ttl(ttl_seconds)
+        if score is not None:
+            check_score(score)
         size = _str_size(value) + _ITEM_OVERHEAD
         with self._lock:
             self._check_open()
@@ -417,6 +526,9 @@ class MemoryStorage(Storage):
                 raise InvalidInput(f"list {key!r} would grow past the store's max_bytes")
             items.append(value)
             self._retime(key, entry, items, now + ttl, entry[2] + size)
+            filed = self._filed.get(key)
+            if filed is not None:
+                self._refile(key, filed, score, now + ttl)
             self._bytes += size
             if self._bytes > self._max_bytes:
                 self._shrink_around(key, now)
@@ -440,6 +552,64 @@ class MemoryStorage(Storage):
             self._check_open()
             entry = self._list_entry(key, self._clock())
             return 0 if entry is None else len(entry[0])
+
+    # -- activity index -------------------------------------------------------------------------
+    def index_put(self, key: str, scopes: tuple[str, ...] | list[str], score: int) -> bool:
+        check_key(key)
+        scopes = check_scopes(scopes)
+        check_score(score)
+        with self._lock:
+            self._check_open()
+            entry = self._list_entry(key, self._clock())
+            if entry is None:
+                return False
+            self._file(key, scopes, score, entry[1])
+            return True
+
+    def index_page(
+        self,
+        scope: str,
+        limit: int,
+        after: tuple[int, str] | None = None,
+        *,
+        ascending: bool = False,
+    ) -> list[tuple[int, str]]:
+        check_scope(scope)
+        limit, after = check_page(limit, after)
+        page: list[tuple[int, str]] = []
+        dead: list[str] = []
+        with self._lock:
+            self._check_open()
+            now = self._clock()
+            ix = self._ix.get(scope)
+            if ix is None:
+                return page
+            if after is None:
+                entries = ix.act.irange(reverse=not ascending)
+            elif ascending:
+                entries = ix.act.irange(minimum=after, inclusive=(False, True))
+            else:
+                entries = ix.act.irange(maximum=after, inclusive=(True, False), reverse=True)
+            filed = self._filed
+            for entry in entries:
+                if filed[entry[1]][2] > now:
+                    page.append(entry)
+                    if len(page) >= limit:
+                        break
+                elif len(dead) < TRIM_ON_READ:
+                    dead.append(entry[1])
+            for key in dead:  # expired, not swept yet: remove them now
+                self._live(key, now)
+        return page
+
+    def index_count(self, scope: str) -> int:
+        check_scope(scope)
+        with self._lock:
+            self._check_open()
+            ix = self._ix.get(scope)
+            if ix is None:
+                return 0
+            return len(ix.act) - int(ix.exp.bisect_right(self._clock()))
 
     # -- lifecycle ------------------------------------------------------------------------------
     def sweep(self, budget: int = SWEEP_BATCH) -> bool:
@@ -472,6 +642,8 @@ class MemoryStorage(Storage):
             self._data.clear()
             self._buckets.clear()
             self._due.clear()
+            self._ix.clear()
+            self._filed.clear()
             self._bytes = 0
         self._stop.set()
         sweeper = self._sweeper

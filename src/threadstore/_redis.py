@@ -23,7 +23,10 @@ What is left is raised as StorageUnavailable naming the redacted URL; WRONGTYPE 
 WrongType. The connection pool reconnects by itself, so calls succeed again as soon as the
 server is back: no restart of the process.
 
-Every operation touches exactly one key, so every one of them is safe on Redis Cluster.
+Every operation touches one hash slot. Keys filed in the activity index (notes/index.md) bring
+a membership hash and two sorted sets per scope along, named with the same hash tag as the list
+in the Cluster layout (``tagged``), so one script still does each write in one round trip;
+``index_page`` and ``index_count`` run one script per index partition.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import random
 import threading
 import time
 import weakref
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
@@ -64,11 +68,17 @@ from ._errors import ConfigError, CorruptData, StorageUnavailable, WrongType
 from ._redact import redact_text, redact_url
 from ._redis_net import DEADLINE, Topology
 from ._storage import (
+    TRIM_ON_READ,
+    TRIM_ON_WRITE,
     Storage,
     check_key,
     check_max_items,
+    check_page,
     check_prefix,
     check_range,
+    check_scope,
+    check_scopes,
+    check_score,
     check_value,
     ttl_ms,
 )
@@ -95,6 +105,9 @@ link trickling a byte at a time would otherwise hold a call for as long as the r
 DEFAULT_WAIT_TIMEOUT_MS = 1000
 """Milliseconds WAIT gives the replicas to confirm a write (URL option ``wait_timeout_ms``)."""
 SENTINEL_PORT = 26379
+DEFAULT_CLUSTER_PARTITIONS = 16
+"""Hash-tag partitions of a namespace on Redis Cluster (URL option ``partitions``): its threads
+and activity index spread over this many slots; listing runs one small script per partition."""
 
 # URL query options passed to redis-py as they are (it already parsed the numeric ones).
 _TIMEOUTS = ("socket_timeout", "socket_connect_timeout")
@@ -108,6 +121,7 @@ _TLS_OPTIONS = frozenset(
 )  # fmt: skip
 _OWN_OPTIONS = frozenset({"retries", "deadline", "wait_replicas", "wait_timeout_ms"})
 _SENTINEL_OPTIONS = frozenset({"sentinel_password", "sentinel_username"})
+_CLUSTER_OPTIONS = frozenset({"partitions"})
 TOPOLOGY_SCHEMES = {
     "redis": ("single", False), "rediss": ("single", True), "unix": ("single", False),
     "redis+sentinel": ("sentinel", False), "rediss+sentinel": ("sentinel", True),
@@ -126,26 +140,212 @@ def _script(source: str) -> _Script:
     return _Script(source, hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest())
 
 
-# KEYS[1] list; ARGV: ttl ms, first item. 1 when created, 0 when the key was taken.
-_LIST_CREATE = _script("""
+# The activity index (notes/index.md). Per partition (hash tag T): a hash M of filed key -> its
+# scopes joined by NUL, and per scope a sorted set A (score = activity) and E (score = expiry,
+# ms on the server's clock). Members are the caller's keys. Scripts get the prefixes of the A and
+# E names (ABASE, EBASE: everything but the scope) to reach the sets of a key's scopes.
+_INDEX_LIB = f"""
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function unfile(m, member, abase, ebase)
+  local scopes = redis.call('HGET', m, member)
+  if not scopes then return end
+  for scope in string.gmatch(scopes, '[^%z]+') do
+    redis.call('ZREM', abase .. scope, member)
+    redis.call('ZREM', ebase .. scope, member)
+  end
+  redis.call('HDEL', m, member)
+end
+local function trim(m, ekey, now, abase, ebase, budget)
+  local dead = redis.call('ZRANGEBYSCORE', ekey, '-inf', '(' .. now, 'LIMIT', 0, budget)
+  for _, member in ipairs(dead) do unfile(m, member, abase, ebase) end
+end
+local TRIM_ON_WRITE = {TRIM_ON_WRITE}
+local TRIM_ON_READ = {TRIM_ON_READ}
+"""
+
+# KEYS: list, M, then A and E of each scope; ARGV: ttl ms, first item, score, scopes joined,
+# member, ABASE, EBASE. 1 when created, 0 when the key was taken.
+_LIST_CREATE = _script(
+    _INDEX_LIB
+    + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('RPUSH', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
+local member = ARGV[5]
+unfile(KEYS[2], member, ARGV[6], ARGV[7])  -- left by an earlier list of that name
+if #KEYS > 2 then
+  local now = now_ms()
+  trim(KEYS[2], KEYS[4], now, ARGV[6], ARGV[7], TRIM_ON_WRITE)
+  local expires = now + tonumber(ARGV[1])
+  redis.call('HSET', KEYS[2], member, ARGV[4])
+  for i = 3, #KEYS, 2 do
+    redis.call('ZADD', KEYS[i], ARGV[3], member)
+    redis.call('ZADD', KEYS[i + 1], expires, member)
+  end
+end
 return 1
-""")
+"""
+)
 
-# KEYS[1] list; ARGV: item, max items, ttl ms. New length, 0 when missing, -1 when full.
-# Lists are never empty in Redis, so LLEN = 0 means missing; on a string LLEN raises WRONGTYPE.
-_LIST_APPEND = _script("""
+# KEYS: list, M; ARGV: item, max items, ttl ms, score ('' = keep), member, ABASE, EBASE.
+# New length, 0 when missing, -1 when full. Lists are never empty in Redis, so LLEN = 0 means
+# missing; on a string LLEN raises WRONGTYPE.
+_LIST_APPEND = _script(
+    _INDEX_LIB
+    + """
 local n = redis.call('LLEN', KEYS[1])
 if n == 0 then return 0 end
 if n >= tonumber(ARGV[2]) then return -1 end
 n = redis.call('RPUSH', KEYS[1], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
+local scopes = redis.call('HGET', KEYS[2], ARGV[5])
+if scopes then
+  local now = now_ms()
+  local expires = now + tonumber(ARGV[3])
+  local first = nil
+  for scope in string.gmatch(scopes, '[^%z]+') do
+    if ARGV[4] ~= '' then redis.call('ZADD', ARGV[6] .. scope, ARGV[4], ARGV[5]) end
+    redis.call('ZADD', ARGV[7] .. scope, expires, ARGV[5])
+    first = first or scope
+  end
+  trim(KEYS[2], ARGV[7] .. first, now, ARGV[6], ARGV[7], TRIM_ON_WRITE)
+end
 return n
-""")
+"""
+)
 
-_SCRIPTS = {s.sha: s.source for s in (_LIST_CREATE, _LIST_APPEND)}
+# KEYS: list, M; ARGV: member, ABASE, EBASE. Keys removed (0 or 1).
+_DELETE = _script(
+    _INDEX_LIB
+    + """
+local n = redis.call('DEL', KEYS[1])
+unfile(KEYS[2], ARGV[1], ARGV[2], ARGV[3])
+return n
+"""
+)
+
+# KEYS: list, M; ARGV: ttl ms, member, EBASE. 1 when the key exists.
+_EXPIRE = _script(
+    _INDEX_LIB
+    + """
+local r = redis.call('PEXPIRE', KEYS[1], ARGV[1])
+if r == 1 then
+  local scopes = redis.call('HGET', KEYS[2], ARGV[2])
+  if scopes then
+    local expires = now_ms() + tonumber(ARGV[1])
+    for scope in string.gmatch(scopes, '[^%z]+') do
+      redis.call('ZADD', ARGV[3] .. scope, 'XX', expires, ARGV[2])
+    end
+  end
+end
+return r
+"""
+)
+
+# KEYS: list, M, then A and E of each scope; ARGV: score, member, scopes joined, ABASE, EBASE.
+# 1 when filed, 0 when the key is missing.
+_INDEX_PUT = _script(
+    _INDEX_LIB
+    + """
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind == 'none' then return 0 end
+if kind ~= 'list' then
+  return redis.error_reply('WRONGTYPE Operation against a key holding the wrong kind of value')
+end
+local member = ARGV[2]
+local pttl = redis.call('PTTL', KEYS[1])
+local expires = pttl < 0 and 9007199254740991 or now_ms() + pttl
+local old = redis.call('HGET', KEYS[2], member) or ''
+local have = {}
+for scope in string.gmatch(old, '[^%z]+') do
+  have[scope] = true
+  redis.call('ZADD', ARGV[4] .. scope, ARGV[1], member)
+end
+local all = old
+for scope in string.gmatch(ARGV[3], '[^%z]+') do
+  if not have[scope] then
+    all = (all == '' and scope) or (all .. '\0' .. scope)
+  end
+end
+redis.call('HSET', KEYS[2], member, all)
+for i = 3, #KEYS, 2 do
+  redis.call('ZADD', KEYS[i], ARGV[1], member)
+  redis.call('ZADD', KEYS[i + 1], expires, member)
+end
+return 1
+"""
+)
+
+# KEYS: A, E, M of one scope and partition; ARGV: limit, after score ('' = from the start),
+# after member, '1' for ascending, ABASE, EBASE, data key prefix. Returns member, score, ...
+# for up to limit live entries past the position. Candidates are checked against E and against
+# the list itself (a string written over it, or an eviction); up to TRIM_ON_READ dead ones are
+# unfiled, the rest skipped.
+_INDEX_PAGE = _script(
+    _INDEX_LIB
+    + """
+local limit = tonumber(ARGV[1])
+local asc = ARGV[4] == '1'
+local now = now_ms()
+local out, dead = {}, {}
+local bound = ARGV[2] ~= '' and ARGV[2] or (asc and '-inf' or '+inf')
+local bscore = ARGV[2] ~= '' and tonumber(ARGV[2]) or nil
+local bmember = ARGV[3]
+local batch = limit + 8
+while #out < 2 * limit do
+  local rows
+  if asc then
+    rows = redis.call('ZRANGEBYSCORE', KEYS[1], bound, '+inf', 'WITHSCORES', 'LIMIT', 0, batch)
+  else
+    rows = redis.call('ZREVRANGEBYSCORE', KEYS[1], bound, '-inf', 'WITHSCORES', 'LIMIT', 0, batch)
+  end
+  local fresh = 0
+  for i = 1, #rows, 2 do
+    local member, score = rows[i], rows[i + 1]
+    local s = tonumber(score)
+    local past
+    if bscore == nil or s ~= bscore then past = true
+    elseif asc then past = member > bmember
+    else past = member < bmember end
+    if past then
+      fresh = fresh + 1
+      local e = redis.call('ZSCORE', KEYS[2], member)
+      local live = e and tonumber(e) >= now
+        and redis.call('TYPE', ARGV[7] .. member)['ok'] == 'list'
+      if live then
+        out[#out + 1] = member
+        out[#out + 1] = score
+        if #out >= 2 * limit then break end
+      elseif #dead < TRIM_ON_READ then
+        dead[#dead + 1] = member
+      end
+      bound, bscore, bmember = score, s, member
+    end
+  end
+  if #rows < 2 * batch then break end
+  if fresh == 0 then batch = batch * 2 end  -- a run of equal scores longer than the batch
+end
+for _, member in ipairs(dead) do unfile(KEYS[3], member, ARGV[5], ARGV[6]) end
+return out
+"""
+)
+
+# KEYS: A, E of one scope and partition. Live entries.
+_INDEX_COUNT = _script(
+    _INDEX_LIB
+    + """
+local now = now_ms()
+return redis.call('ZCARD', KEYS[1]) - redis.call('ZCOUNT', KEYS[2], '-inf', '(' .. now)
+"""
+)
+
+_SCRIPTS = {
+    s.sha: s.source
+    for s in (_LIST_CREATE, _LIST_APPEND, _DELETE, _EXPIRE, _INDEX_PUT, _INDEX_PAGE, _INDEX_COUNT)
+}
 
 
 # -- each operation once: validate, build the command, parse the reply -------------------------
@@ -201,59 +401,150 @@ def _glob_escape(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
-class Commands:
-    """The Redis form of every contract operation. Pure: no I/O, no state but the namespace."""
+def _page_entries(reply: Any) -> list[tuple[int, str]]:
+    return [(_score(reply[i + 1]), reply[i]) for i in range(0, len(reply), 2)]
 
-    __slots__ = ("prefix",)
+
+def _score(raw: Any) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        return int(float(raw))  # a double Redis printed in exponent form
+
+
+class Fanout(NamedTuple):
+    """Several commands (one per index partition) and how to combine their parsed replies."""
+
+    cmds: list[Cmd]
+    combine: Callable[[list[Any]], Any]
+
+
+class Commands:
+    """The Redis form of every contract operation. Pure: no I/O, no state but the key layout.
+
+    Layout (notes/index.md): ``partitions`` index partitions, key ``k`` in partition
+    ``crc32(k) % partitions``; with ``tagged`` (for Redis Cluster) data keys carry their
+    partition's hash tag too, so a list and its index entries share a slot.
+    """
+
+    __slots__ = ("namespace", "partitions", "prefix", "tagged")
 
     # Operations the async side may call by name (scan and the lifecycle are handled apart).
     NAMES = frozenset(
         {"get", "set_with_ttl", "setex", "delete", "exists", "ttl", "expire", "list_create",
-         "list_append", "list_range", "list_length"}
+         "list_append", "list_range", "list_length", "index_put"}
     )  # fmt: skip
+    FANOUT = frozenset({"index_page", "index_count"})
 
-    def __init__(self, namespace: str) -> None:
+    def __init__(self, namespace: str, *, partitions: int = 1, tagged: bool = False) -> None:
+        if type(partitions) is not int or not 1 <= partitions <= 1024:
+            raise ConfigError(f"index partitions must be an int from 1 to 1024, got {partitions!r}")
+        self.namespace = namespace
         self.prefix = namespace + ":"
+        self.partitions = partitions
+        self.tagged = tagged
 
+    # -- key layout ------------------------------------------------------------------------------
+    def partition(self, key: str) -> int:
+        if self.partitions == 1:
+            return 0
+        return zlib.crc32(key.encode("utf-8")) % self.partitions
+
+    def _tag(self, part: int) -> str:
+        return "{" + self.namespace + "#" + str(part) + "}"
+
+    def data_prefix(self, part: int) -> str:
+        """What comes before a key of partition ``part`` in its Redis name."""
+        return self.prefix + self._tag(part) if self.tagged else self.prefix
+
+    def key(self, key: str) -> str:
+        """The Redis name of a (checked) contract key."""
+        if self.tagged:
+            return self.data_prefix(self.partition(key)) + key
+        return self.prefix + key
+
+    def index_names(self, part: int) -> tuple[str, str, str]:
+        """(membership hash, prefix of activity sets, prefix of expiry sets) of a partition."""
+        tag = self._tag(part)
+        # Under the namespace's prefix (so ACL key patterns like ~ns:* cover them), with a NUL
+        # no contract key holds: they never collide with a key, and scan() leaves them out.
+        base = self.prefix + "\x00"
+        return base + "m" + tag, base + "a" + tag, base + "e" + tag
+
+    # -- strings ---------------------------------------------------------------------------------
     def get(self, key: str) -> Cmd:
-        return Cmd(("GET", self.prefix + check_key(key)), _same, key, True)
+        return Cmd(("GET", self.key(check_key(key))), _same, key, True)
 
     def set_with_ttl(self, key: str, ttl_seconds: float, value: str) -> Cmd:
         check_value(value)
-        args = ("SET", self.prefix + check_key(key), value, "PX", ttl_ms(ttl_seconds))
+        args = ("SET", self.key(check_key(key)), value, "PX", ttl_ms(ttl_seconds))
         return Cmd(args, _none, key, True, write=True)
 
     setex = set_with_ttl
 
     def delete(self, key: str) -> Cmd:
         # Retried after a lost reply, the key is gone all the same but the answer may be False.
-        return Cmd(("DEL", self.prefix + check_key(key)), _positive, key, True, write=True)
-
-    def exists(self, key: str) -> Cmd:
-        return Cmd(("EXISTS", self.prefix + check_key(key)), _positive, key, True)
-
-    def ttl(self, key: str) -> Cmd:
-        return Cmd(("PTTL", self.prefix + check_key(key)), _seconds_left, key, True)
-
-    def expire(self, key: str, ttl_seconds: float) -> Cmd:
-        args = ("PEXPIRE", self.prefix + check_key(key), ttl_ms(ttl_seconds))
+        m, abase, ebase = self.index_names(self.partition(check_key(key)))
+        args = ("EVALSHA", _DELETE.sha, 2, self.key(key), m, key, abase, ebase)
         return Cmd(args, _positive, key, True, write=True)
 
-    def list_create(self, key: str, ttl_seconds: float, first: str) -> Cmd:
-        nskey = self.prefix + check_key(key)
+    def exists(self, key: str) -> Cmd:
+        return Cmd(("EXISTS", self.key(check_key(key))), _positive, key, True)
+
+    def ttl(self, key: str) -> Cmd:
+        return Cmd(("PTTL", self.key(check_key(key))), _seconds_left, key, True)
+
+    def expire(self, key: str, ttl_seconds: float) -> Cmd:
+        m, _, ebase = self.index_names(self.partition(check_key(key)))
+        args = ("EVALSHA", _EXPIRE.sha, 2, self.key(key), m, ttl_ms(ttl_seconds), key, ebase)
+        return Cmd(args, _positive, key, True, write=True)
+
+    # -- lists -----------------------------------------------------------------------------------
+    def list_create(
+        self,
+        key: str,
+        ttl_seconds: float,
+        first: str,
+        *,
+        scopes: tuple[str, ...] | list[str] = (),
+        score: int = 0,
+    ) -> Cmd:
+        nskey = self.key(check_key(key))
         check_value(first, "first")
-        args = ("EVALSHA", _LIST_CREATE.sha, 1, nskey, ttl_ms(ttl_seconds), first)
+        ms = ttl_ms(ttl_seconds)
+        scopes = check_scopes(scopes)
+        check_score(score)
+        m, abase, ebase = self.index_names(self.partition(key))
+        sets = [name for scope in scopes for name in (abase + scope, ebase + scope)]
+        args = (
+            "EVALSHA", _LIST_CREATE.sha, 2 + len(sets), nskey, m, *sets,
+            ms, first, score, "\0".join(scopes), key, abase, ebase,
+        )  # fmt: skip
         return Cmd(args, _positive, key, False, write=True)
 
-    def list_append(self, key: str, value: str, *, max_items: int, ttl_seconds: float) -> Cmd:
-        nskey = self.prefix + check_key(key)
+    def list_append(
+        self,
+        key: str,
+        value: str,
+        *,
+        max_items: int,
+        ttl_seconds: float,
+        score: int | None = None,
+    ) -> Cmd:
+        nskey = self.key(check_key(key))
         check_value(value)
         check_max_items(max_items)
-        args = ("EVALSHA", _LIST_APPEND.sha, 1, nskey, value, max_items, ttl_ms(ttl_seconds))
+        ms = ttl_ms(ttl_seconds)
+        shown = "" if score is None else check_score(score)
+        m, abase, ebase = self.index_names(self.partition(key))
+        args = (
+            "EVALSHA", _LIST_APPEND.sha, 2, nskey, m,
+            value, max_items, ms, shown, key, abase, ebase,
+        )  # fmt: skip
         return Cmd(args, int, key, False, write=True)
 
     def list_range(self, key: str, start: int = 0, stop: int | None = None) -> Cmd:
-        nskey = self.prefix + check_key(key)
+        nskey = self.key(check_key(key))
         start, stop = check_range(start, stop)
         if stop is None:
             last = -1
@@ -264,15 +555,72 @@ class Commands:
         return Cmd(("LRANGE", nskey, start, last), _same, key, True)
 
     def list_length(self, key: str) -> Cmd:
-        return Cmd(("LLEN", self.prefix + check_key(key)), int, key, True)
+        return Cmd(("LLEN", self.key(check_key(key))), int, key, True)
+
+    # -- activity index ----------------------------------------------------------------------------
+    def index_put(self, key: str, scopes: tuple[str, ...] | list[str], score: int) -> Cmd:
+        nskey = self.key(check_key(key))
+        scopes = check_scopes(scopes)
+        check_score(score)
+        m, abase, ebase = self.index_names(self.partition(key))
+        sets = [name for scope in scopes for name in (abase + scope, ebase + scope)]
+        args = (
+            "EVALSHA", _INDEX_PUT.sha, 2 + len(sets), nskey, m, *sets,
+            score, key, "\0".join(scopes), abase, ebase,
+        )  # fmt: skip
+        return Cmd(args, _positive, key, True, write=True)
+
+    def index_page(
+        self,
+        scope: str,
+        limit: int,
+        after: tuple[int, str] | None = None,
+        *,
+        ascending: bool = False,
+    ) -> Fanout:
+        check_scope(scope)
+        limit, after = check_page(limit, after)
+        score, member = ("", "") if after is None else after
+        cmds = []
+        for part in range(self.partitions):
+            m, abase, ebase = self.index_names(part)
+            args = (
+                "EVALSHA", _INDEX_PAGE.sha, 3, abase + scope, ebase + scope, m,
+                limit, score, member, "1" if ascending else "0", abase, ebase,
+                self.data_prefix(part),
+            )  # fmt: skip
+            cmds.append(Cmd(args, _page_entries, scope, True))
+
+        def merge(pages: list[list[tuple[int, str]]]) -> list[tuple[int, str]]:
+            if len(pages) == 1:
+                return pages[0]
+            entries = [entry for page in pages for entry in page]
+            entries.sort(reverse=not ascending)
+            return entries[:limit]
+
+        return Fanout(cmds, merge)
+
+    def index_count(self, scope: str) -> Fanout:
+        check_scope(scope)
+        cmds = []
+        for part in range(self.partitions):
+            _, abase, ebase = self.index_names(part)
+            args = ("EVALSHA", _INDEX_COUNT.sha, 2, abase + scope, ebase + scope)
+            cmds.append(Cmd(args, int, scope, True))
+        return Fanout(cmds, sum)
 
     def scan_match(self, prefix: str = "") -> str:
-        return _glob_escape(self.prefix + check_prefix(prefix)) + "*"
+        check_prefix(prefix)
+        if self.tagged:
+            tag = _glob_escape("{" + self.namespace + "#") + "*}"
+            return _glob_escape(self.prefix) + tag + _glob_escape(prefix) + "*"
+        return _glob_escape(self.prefix + prefix) + "*"
 
     def scan_page(self, match: str, cursor: int, node: Any = None) -> Cmd:
         """One SCAN step (of one cluster ``node``); the reply parses to (next cursor, keys
         without the namespace)."""
         cut = len(self.prefix)
+        tagged = self.tagged
 
         def parse(reply: Any) -> tuple[int, list[str]]:
             next_cursor, raw_keys = reply
@@ -281,9 +629,12 @@ class Commands:
             keys = []
             for raw in raw_keys:
                 try:
-                    keys.append(raw.decode("utf-8")[cut:])
+                    name = raw.decode("utf-8")
                 except UnicodeDecodeError:
                     continue  # not UTF-8, so not a key threadstore wrote: skip it
+                if "\x00" in name:
+                    continue  # the activity index (see index_names)
+                keys.append(name[name.index("}", cut) + 1 :] if tagged else name[cut:])
             return int(next_cursor), keys
 
         args = ("SCAN", cursor, "MATCH", match, "COUNT", SCAN_COUNT)
@@ -305,6 +656,8 @@ class _Target:
     wait_replicas: int = 0
     wait_timeout_ms: int = DEFAULT_WAIT_TIMEOUT_MS
     topology: str = "single"
+    partitions: int = DEFAULT_CLUSTER_PARTITIONS
+    """Activity index partitions on Cluster (URL option ``partitions``)."""
     secrets: tuple[str, ...] = ()
     """Every password the URL holds (the Sentinels' too), for redaction."""
 
@@ -518,6 +871,8 @@ def _client_options(url: str) -> tuple[Topology, _Target]:
     accepted = _PLAIN_OPTIONS | _OWN_OPTIONS | (_TLS_OPTIONS if tls else set())
     if kind == "sentinel":
         accepted |= _SENTINEL_OPTIONS
+    if kind == "cluster":
+        accepted |= _CLUSTER_OPTIONS
     unknown = sorted(set(parsed) - accepted - {"host", "port", "path", "connection_class"})
     if unknown:
         hint = "" if tls else " (ssl_* options need rediss://)"
@@ -534,7 +889,7 @@ def _client_options(url: str) -> tuple[Topology, _Target]:
             raise ConfigError(f"{shown}: the path must be a database number, like /0")
         options = {"host": parsed.get("host", "localhost"), "port": parsed.get("port", 6379)}
         options["ssl"] = tls
-    for name in sorted(accepted - _OWN_OPTIONS - _SENTINEL_OPTIONS):
+    for name in sorted(accepted - _OWN_OPTIONS - _SENTINEL_OPTIONS - _CLUSTER_OPTIONS):
         if name in parsed:
             options[name] = parsed[name]
     for name in _TIMEOUTS:
@@ -545,6 +900,7 @@ def _client_options(url: str) -> tuple[Topology, _Target]:
         raise ConfigError(f"{shown}: ssl_cert_reqs must be none, optional or required")
     retries = _whole(parsed, "retries", DEFAULT_RETRIES, 0, 10, shown)
     wait_replicas = _whole(parsed, "wait_replicas", 0, 0, 100, shown)
+    partitions = _whole(parsed, "partitions", DEFAULT_CLUSTER_PARTITIONS, 1, 1024, shown)
     wait_timeout_ms = _whole(parsed, "wait_timeout_ms", DEFAULT_WAIT_TIMEOUT_MS, 1, 600_000, shown)
     try:
         deadline = float(parsed.get("deadline", DEFAULT_DEADLINE))
@@ -581,6 +937,7 @@ def _client_options(url: str) -> tuple[Topology, _Target]:
         wait_replicas=wait_replicas,
         wait_timeout_ms=wait_timeout_ms,
         topology=kind,
+        partitions=partitions,
         secrets=secrets,
     )
     return topology, target
@@ -646,12 +1003,25 @@ class RedisStorage(Storage):
 
     kind = "redis"
 
-    def __init__(self, topology: Topology, target: _Target, namespace: str) -> None:
-        """Use from_url(); this constructor does not check that the server answers."""
+    def __init__(
+        self,
+        topology: Topology,
+        target: _Target,
+        namespace: str,
+        *,
+        partitions: int = 1,
+        tagged: bool = False,
+    ) -> None:
+        """Use from_url(); this constructor does not check that the server answers.
+
+        ``partitions`` and ``tagged`` choose the key layout (notes/index.md): the defaults suit
+        one server and keep the key names of earlier releases; from_url() picks the Cluster
+        layout for ``redis+cluster://``.
+        """
         self.namespace = check_namespace(namespace, "namespace")
         self._topology = topology
         self._target = target
-        self._commands = Commands(self.namespace)
+        self._commands = Commands(self.namespace, partitions=partitions, tagged=tagged)
         self._counters = _Counters()
         self._redis: Any = topology.sync_client()
         self._client: _Sends = self._redis  # swapped for a _ClosedClient by close()
@@ -669,8 +1039,17 @@ class RedisStorage(Storage):
         topology, target = _client_options(url)
         if check:
             _probe(topology, target)
+        cluster = target.topology == "cluster"
         try:
-            return cls(topology, target, namespace)
+            # Cluster: data keys and the activity index share per-partition hash tags, so each
+            # script touches one slot and the index spreads over `partitions` slots.
+            return cls(
+                topology,
+                target,
+                namespace,
+                partitions=target.partitions if cluster else 1,
+                tagged=cluster,
+            )
         except (RedisError, RedisClusterException) as exc:  # a cluster reads its map at once
             raise StorageUnavailable(
                 f"cannot reach redis at {target.url}: {target.reason(exc)}"
@@ -811,11 +1190,30 @@ class RedisStorage(Storage):
         return list(self._redis.get_primaries())
 
     # -- lists -------------------------------------------------------------------------------------
-    def list_create(self, key: str, ttl_seconds: float, first: str) -> bool:
-        return bool(self._run(self._commands.list_create(key, ttl_seconds, first)))
+    def list_create(
+        self,
+        key: str,
+        ttl_seconds: float,
+        first: str,
+        *,
+        scopes: tuple[str, ...] | list[str] = (),
+        score: int = 0,
+    ) -> bool:
+        cmd = self._commands.list_create(key, ttl_seconds, first, scopes=scopes, score=score)
+        return bool(self._run(cmd))
 
-    def list_append(self, key: str, value: str, *, max_items: int, ttl_seconds: float) -> int:
-        cmd = self._commands.list_append(key, value, max_items=max_items, ttl_seconds=ttl_seconds)
+    def list_append(
+        self,
+        key: str,
+        value: str,
+        *,
+        max_items: int,
+        ttl_seconds: float,
+        score: int | None = None,
+    ) -> int:
+        cmd = self._commands.list_append(
+            key, value, max_items=max_items, ttl_seconds=ttl_seconds, score=score
+        )
         return int(self._run(cmd))
 
     def list_range(self, key: str, start: int = 0, stop: int | None = None) -> list[str]:
@@ -824,6 +1222,26 @@ class RedisStorage(Storage):
 
     def list_length(self, key: str) -> int:
         return int(self._run(self._commands.list_length(key)))
+
+    # -- activity index --------------------------------------------------------------------------
+    def index_put(self, key: str, scopes: tuple[str, ...] | list[str], score: int) -> bool:
+        return bool(self._run(self._commands.index_put(key, scopes, score)))
+
+    def index_page(
+        self,
+        scope: str,
+        limit: int,
+        after: tuple[int, str] | None = None,
+        *,
+        ascending: bool = False,
+    ) -> list[tuple[int, str]]:
+        fan = self._commands.index_page(scope, limit, after, ascending=ascending)
+        result: list[tuple[int, str]] = fan.combine([self._run(cmd) for cmd in fan.cmds])
+        return result
+
+    def index_count(self, scope: str) -> int:
+        fan = self._commands.index_count(scope)
+        return int(fan.combine([self._run(cmd) for cmd in fan.cmds]))
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
@@ -846,6 +1264,8 @@ class RedisStorage(Storage):
             out["wait_replicas"] = self._target.wait_replicas
             out["wait_timeout_ms"] = self._target.wait_timeout_ms
         out["deadline"] = self._target.deadline
+        if self._target.topology == "cluster":
+            out["partitions"] = self._commands.partitions
         if self._closed:
             out["error"] = "closed"
             return out
@@ -951,6 +1371,9 @@ class RedisAsyncOps:
         store = self._store
         if method in Commands.NAMES:
             return await self._run(getattr(store._commands, method)(*args, **kwargs))
+        if method in Commands.FANOUT:
+            fan = getattr(store._commands, method)(*args, **kwargs)
+            return fan.combine(list(await asyncio.gather(*(self._run(c) for c in fan.cmds))))
         if method == "scan":
             return await self._scan(store._commands.scan_match(*args, **kwargs))
         if method in ("close", "shutdown"):

@@ -1,7 +1,7 @@
 """The SQLite backend (``sqlite:///path/to/threads.db``): one file shared by every process on a
 machine, in WAL mode, surviving restarts.
 
-Layout (schema version 2, kept in ``PRAGMA user_version``; ``PRAGMA application_id`` marks the
+Layout (schema version 3, kept in ``PRAGMA user_version``; ``PRAGMA application_id`` marks the
 file as threadstore's)::
 
     namespace(id, name)                       one small integer per namespace
@@ -10,6 +10,17 @@ file as threadstore's)::
         a string has value NOT NULL, length NULL; a list has value NULL, length = items
     item(list_id, idx, value)                 a rowid table, list_id = kv.id
         UNIQUE INDEX item_pos(list_id, idx)
+    scope(id, ns, name, n)                    an activity index scope; n = its entries
+    ix(scope, list_id, key, score, expires_at)
+        PRIMARY KEY(scope, list_id); INDEX ix_page(scope, score, key, expires_at);
+        INDEX ix_expiry(scope, expires_at); INDEX ix_list(list_id)
+
+The activity index (notes/index.md): ``ix`` files a list under scopes. Triggers keep it in step
+with ``kv``: a list deleted (or turned into a string) leaves every scope in the same statement, a
+new TTL from ``expire()`` is copied; ``list_append`` re-scores with one ``UPDATE ix`` in its
+transaction; two more triggers keep ``scope.n``. Pages walk ``ix_page`` and skip expired entries
+inside the index; counts are ``n`` less the scope's expired entries not swept yet (an
+``ix_expiry`` range). Expired entries leave with their ``kv`` rows, in the bounded sweeps.
 
 Appending is one ``UPDATE kv ... RETURNING`` plus one ``INSERT INTO item`` in one
 ``BEGIN IMMEDIATE`` transaction: O(1), earlier items are never rewritten. Two triggers delete a
@@ -23,8 +34,11 @@ the index holds only the two small integers.
 Migrations run when a store opens an older file, in one ``BEGIN IMMEDIATE`` transaction (a new
 file runs them all). Version 1 had ``item`` WITHOUT ROWID, PRIMARY KEY(list_id, idx); the step to
 2 copies every item into the new table, so it takes time and disk space in proportion to the
-items stored, other writers wait for it, and the old table's pages are left free for reuse. A
-file of version 2 is refused by threadstore releases that know only version 1.
+items stored, other writers wait for it, and the old table's pages are left free for reuse. The
+step to 3 adds the activity index and files every live thread (``thread:*`` lists, in every
+namespace) under scope ``threads``, scored by its last activity read from its JSON: the one place
+this module knows what a thread looks like. A file of version N is refused by threadstore
+releases that know only versions below N.
 
 Expiry. ``expires_at`` is wall-clock milliseconds (``time.time()``), because every process
 sharing the file must agree on it: keep the clocks of those processes in sync. Every read filters
@@ -57,6 +71,7 @@ CorruptData.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import random
@@ -66,6 +81,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any, Final, Literal, TypeVar, cast
 from urllib.parse import parse_qsl
 
@@ -78,14 +94,19 @@ from ._errors import (
     ThreadstoreError,
     WrongType,
 )
+from ._ids import ALL_THREADS, KEY_PREFIX
 from ._storage import (
     APPEND_FULL,
     APPEND_MISSING,
     Storage,
     check_key,
     check_max_items,
+    check_page,
     check_prefix,
     check_range,
+    check_scope,
+    check_scopes,
+    check_score,
     check_value,
     ttl_ms,
 )
@@ -95,7 +116,7 @@ log = logging.getLogger("threadstore")
 T = TypeVar("T")
 Synchronous = Literal["NORMAL", "FULL"]
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 APPLICATION_ID: Final = 0x54487264  # "THrd"
 DEFAULT_BUSY_TIMEOUT_MS: Final = 5000
 MAX_BUSY_TIMEOUT_MS: Final = 600_000
@@ -167,8 +188,94 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "CREATE UNIQUE INDEX item_pos ON item (list_id, idx)",
         *_ITEM_TRIGGERS,
     ),
+    # v2 -> v3: the activity index (notes/index.md), then _backfill_index files existing threads.
+    (
+        """CREATE TABLE scope (
+            id INTEGER PRIMARY KEY,
+            ns INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            n INTEGER NOT NULL DEFAULT 0,
+            UNIQUE (ns, name)
+        )""",
+        """CREATE TABLE ix (
+            scope INTEGER NOT NULL,
+            list_id INTEGER NOT NULL,
+            key TEXT NOT NULL,
+            score INTEGER NOT NULL,
+            expires_at INTEGER NOT NULL,
+            PRIMARY KEY (scope, list_id)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX ix_page ON ix (scope, score, key, expires_at)",
+        "CREATE INDEX ix_expiry ON ix (scope, expires_at)",
+        "CREATE INDEX ix_list ON ix (list_id)",
+        """CREATE TRIGGER kv_ix_deleted AFTER DELETE ON kv WHEN old.length IS NOT NULL
+        BEGIN DELETE FROM ix WHERE list_id = old.id; END""",
+        """CREATE TRIGGER kv_ix_replaced AFTER UPDATE OF length ON kv
+        WHEN old.length IS NOT NULL AND new.length IS NULL
+        BEGIN DELETE FROM ix WHERE list_id = old.id; END""",
+        # expire() on a list (an append changes length too and updates ix itself).
+        """CREATE TRIGGER kv_ix_expiry AFTER UPDATE OF expires_at ON kv
+        WHEN new.length IS NOT NULL AND new.length = old.length
+        BEGIN UPDATE ix SET expires_at = new.expires_at WHERE list_id = new.id; END""",
+        """CREATE TRIGGER ix_added AFTER INSERT ON ix
+        BEGIN UPDATE scope SET n = n + 1 WHERE id = new.scope; END""",
+        """CREATE TRIGGER ix_removed AFTER DELETE ON ix
+        BEGIN UPDATE scope SET n = n - 1 WHERE id = old.scope; END""",
+    ),
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
+
+# Upserts a scope and returns its id (DO UPDATE, not DO NOTHING, so an existing row answers too).
+_SCOPE_ID: Final = (
+    "INSERT INTO scope (ns, name) VALUES (?, ?)"
+    " ON CONFLICT (ns, name) DO UPDATE SET n = n RETURNING id"
+)
+
+
+def _iso_micros(stamp: object) -> int:
+    """Microseconds since the epoch of an ISO 8601 timestamp as threadstore stores them."""
+    if type(stamp) is not str:
+        raise ValueError("not a timestamp")
+    when = datetime.fromisoformat(stamp)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp()) * 1_000_000 + when.microsecond
+
+
+def _backfill_index(conn: sqlite3.Connection) -> None:
+    """v2 -> v3: file every live thread of every namespace under ALL_THREADS, scored by its last
+    activity (its last turn's timestamp, or its creation time when it has no turns)."""
+    now = _now_ms()
+    rows = conn.execute(
+        "SELECT kv.ns, kv.id, kv.key, kv.length, kv.expires_at, head.value, last.value FROM kv"
+        " JOIN item AS head ON head.list_id = kv.id AND head.idx = 0"
+        " JOIN item AS last ON last.list_id = kv.id AND last.idx = kv.length - 1"
+        " WHERE kv.key >= ? AND kv.key < ? AND kv.length IS NOT NULL AND kv.expires_at > ?",
+        (KEY_PREFIX, _successor(KEY_PREFIX), now),
+    )
+    scopes: dict[int, int] = {}
+    skipped = 0
+    for ns, list_id, key, length, expires_at, head, last in rows.fetchall():
+        try:
+            if length == 1:
+                score = _iso_micros(json.loads(head)["created_at"])
+            else:
+                score = _iso_micros(json.loads(last)["timestamp"])
+        except (ValueError, TypeError, KeyError, OverflowError):
+            skipped += 1
+            continue
+        if ns not in scopes:
+            scopes[ns] = conn.execute(_SCOPE_ID, (ns, ALL_THREADS)).fetchone()[0]
+        conn.execute(
+            "INSERT INTO ix (scope, list_id, key, score, expires_at) VALUES (?, ?, ?, ?, ?)",
+            (scopes[ns], list_id, key, max(0, score), expires_at),
+        )
+    if skipped:
+        log.warning("threadstore: %d undecodable threads were left out of the index", skipped)
+
+
+# Python steps run after a migration's statements, by the version they lead to.
+_MIGRATION_HOOKS: Final[dict[int, Callable[[sqlite3.Connection], None]]] = {3: _backfill_index}
 
 # Connections inherited through fork() must be neither used nor closed by the child (closing one
 # could run a checkpoint or drop locks the parent relies on): they are parked here for good.
@@ -405,6 +512,9 @@ class SQLiteStorage(Storage):
                 for step in range(version, SCHEMA_VERSION):
                     for sql in _MIGRATIONS[step]:
                         conn.execute(sql)
+                    hook = _MIGRATION_HOOKS.get(step + 1)
+                    if hook is not None:
+                        hook(conn)
                 conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("COMMIT")
@@ -740,10 +850,20 @@ class SQLiteStorage(Storage):
             start = rows[-1][0] + "\x00"  # keys hold no NUL: the next key after the last one
 
     # -- lists ------------------------------------------------------------------------------------
-    def list_create(self, key: str, ttl_seconds: float, first: str) -> bool:
+    def list_create(
+        self,
+        key: str,
+        ttl_seconds: float,
+        first: str,
+        *,
+        scopes: tuple[str, ...] | list[str] = (),
+        score: int = 0,
+    ) -> bool:
         check_key(key)
         check_value(first, "first")
         ms = ttl_ms(ttl_seconds)
+        scopes = check_scopes(scopes)
+        check_score(score)
         ns = self._ns
 
         def body(conn: sqlite3.Connection) -> bool:
@@ -762,15 +882,43 @@ class SQLiteStorage(Storage):
             conn.execute(
                 "INSERT INTO item (list_id, idx, value) VALUES (?, 0, ?)", (rows[0][0], first)
             )
+            for name in scopes:
+                self._file(conn, rows[0][0], key, name, score, now + ms)
             return True
 
         return self._transact(body)
 
-    def list_append(self, key: str, value: str, *, max_items: int, ttl_seconds: float) -> int:
+    def _file(
+        self,
+        conn: sqlite3.Connection,
+        list_id: int,
+        key: str,
+        scope: str,
+        score: int,
+        expires_at: int,
+    ) -> None:
+        scope_id = conn.execute(_SCOPE_ID, (self._ns, scope)).fetchone()[0]
+        conn.execute(
+            "INSERT INTO ix (scope, list_id, key, score, expires_at) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (scope, list_id) DO UPDATE SET score = excluded.score",
+            (scope_id, list_id, key, score, expires_at),
+        )
+
+    def list_append(
+        self,
+        key: str,
+        value: str,
+        *,
+        max_items: int,
+        ttl_seconds: float,
+        score: int | None = None,
+    ) -> int:
         check_key(key)
         check_value(value)
         check_max_items(max_items)
         ms = ttl_ms(ttl_seconds)
+        if score is not None:
+            check_score(score)
         ns = self._ns
 
         def body(conn: sqlite3.Connection) -> int:
@@ -786,6 +934,10 @@ class SQLiteStorage(Storage):
                 conn.execute(
                     "INSERT INTO item (list_id, idx, value) VALUES (?, ?, ?)",
                     (list_id, length - 1, value),
+                )
+                conn.execute(  # its index entries, if it is filed: a probe of ix_list otherwise
+                    "UPDATE ix SET score = coalesce(?, score), expires_at = ? WHERE list_id = ?",
+                    (score, now + ms, list_id),
                 )
                 return int(length)
             found = conn.execute(
@@ -838,6 +990,63 @@ class SQLiteStorage(Storage):
         if rows[0][0] is None:
             raise WrongType(f"key {key!r} holds a string, not a list")
         return int(rows[0][0])
+
+    # -- activity index ---------------------------------------------------------------------------
+    def index_put(self, key: str, scopes: tuple[str, ...] | list[str], score: int) -> bool:
+        check_key(key)
+        scopes = check_scopes(scopes)
+        check_score(score)
+        ns = self._ns
+
+        def body(conn: sqlite3.Connection) -> bool:
+            rows = conn.execute(
+                "SELECT id, length, expires_at FROM kv WHERE ns = ? AND key = ? AND expires_at > ?",
+                (ns, key, _now_ms()),
+            ).fetchall()
+            if not rows:
+                return False
+            list_id, length, expires_at = rows[0]
+            if length is None:
+                raise WrongType(f"key {key!r} holds a string, not a list")
+            conn.execute("UPDATE ix SET score = ? WHERE list_id = ?", (score, list_id))
+            for name in scopes:
+                self._file(conn, list_id, key, name, score, expires_at)
+            return True
+
+        return self._transact(body)
+
+    def index_page(
+        self,
+        scope: str,
+        limit: int,
+        after: tuple[int, str] | None = None,
+        *,
+        ascending: bool = False,
+    ) -> list[tuple[int, str]]:
+        check_scope(scope)
+        limit, after = check_page(limit, after)
+        # One walk of ix_page; expired entries are skipped inside the index (the sweeps remove
+        # them with their kv rows).
+        sql = (
+            "SELECT score, key FROM ix WHERE scope ="
+            " (SELECT id FROM scope WHERE ns = ? AND name = ?) AND expires_at > ?"
+        )
+        params: tuple[object, ...] = (self._ns, scope, _now_ms())
+        if after is not None:
+            sql += " AND (score, key) > (?, ?)" if ascending else " AND (score, key) < (?, ?)"
+            params += after
+        order = "ASC" if ascending else "DESC"
+        sql += f" ORDER BY score {order}, key {order} LIMIT {limit}"
+        return [(int(score), str(key)) for score, key in self._read(sql, params)]
+
+    def index_count(self, scope: str) -> int:
+        check_scope(scope)
+        rows = self._read(
+            "SELECT n - (SELECT count(*) FROM ix WHERE ix.scope = scope.id AND expires_at <= ?)"
+            " FROM scope WHERE ns = ? AND name = ?",
+            (_now_ms(), self._ns, scope),
+        )
+        return int(rows[0][0]) if rows else 0
 
     # -- lifecycle --------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:

@@ -143,11 +143,22 @@ class ThreadStore(_Facade):
 
     def export_threads(self) -> Iterator[str]:
         """Every live thread as one JSON line (no trailing newline), for backup or migration.
-        A damaged thread is skipped with a warning in the log, so it cannot block the others."""
-        for thread_id in self._run(self._logic.thread_ids()):
-            line = self._run(self._logic.export_line(thread_id))
-            if line is not None:
-                yield line
+        A damaged thread is skipped with a warning in the log, so it cannot block the others.
+
+        Streams through the activity index a page at a time (oldest activity first): memory
+        stays bounded however many threads are stored. A thread that gets a turn meanwhile may
+        appear twice, the later line newer; import with ``replace=True`` keeps the newest."""
+        after = None
+        while True:
+            lines, after = self._run(self._logic.export_page(after))
+            yield from lines
+            if after is None:
+                return
+
+    def reindex(self) -> int:
+        """File every live thread in the activity index; returns how many. Needed once after
+        upgrading a Redis store written by an older release (notes/index.md); harmless else."""
+        return self._run(self._logic.reindex())
 
     def import_threads(self, lines: Iterable[str], *, replace: bool = False) -> int:
         """Store exported JSON lines; returns how many threads were written (existing ones are
@@ -221,10 +232,16 @@ class AsyncThreadStore(_Facade):
         return await self._run(self._logic.delete_thread(thread_id))
 
     async def export_threads(self) -> AsyncIterator[str]:
-        for thread_id in await self._run(self._logic.thread_ids()):
-            line = await self._run(self._logic.export_line(thread_id))
-            if line is not None:
+        after = None
+        while True:
+            lines, after = await self._run(self._logic.export_page(after))
+            for line in lines:
                 yield line
+            if after is None:
+                return
+
+    async def reindex(self) -> int:
+        return await self._run(self._logic.reindex())
 
     async def import_threads(self, lines: Iterable[str], *, replace: bool = False) -> int:
         written = 0
