@@ -51,7 +51,7 @@ class TestClusterContract(StorageContract):
 
 
 def _node_of(store: RedisStorage, key: str) -> str:
-    node = store._redis.get_node_from_key(store.namespace + ":" + key)
+    node = store._redis.get_node_from_key(store._commands.key(key))
     return str(node.name)
 
 
@@ -204,7 +204,7 @@ def test_live_reshard_under_a_running_writer(cluster: ClusterSetup) -> None:
             wait_until("the writer to start", lambda: len(acked[ids[-1]]) >= 20)
             moved = []
             for tid in ids[:3]:
-                key = store.namespace + ":thread:" + tid
+                key = store._commands.key("thread:" + tid)
                 slot = redis.cluster.key_slot(key.encode())
                 src = _node_of(store, "thread:" + tid)
                 dst = next(a for a in (f"127.0.0.1:{s.port}" for s in cluster.masters_now())
@@ -212,6 +212,9 @@ def test_live_reshard_under_a_running_writer(cluster: ClusterSetup) -> None:
                 before = len(acked[tid])
                 _move_slot(slot, src, dst)
                 moved.append((slot, dst))
+                c = _node_client(dst)
+                assert c.exists(key) == 1  # the thread itself moved
+                c.close()
                 wait_until("appends after the move", lambda t=tid, b=before: len(acked[t]) > b + 5)
         finally:
             stop.set()
