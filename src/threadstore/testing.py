@@ -187,7 +187,7 @@ class SentinelSetup:
         try:
             for server in self.servers:
                 server.start()
-            self._wait_replication(self.servers[0], len(self.servers) - 1)
+            self.wait_replication(self.servers[0], len(self.servers) - 1)
             for sentinel in self.sentinels:
                 self._start_sentinel(sentinel, self.servers[0].port)
             others = len(self.sentinels) - 1
@@ -229,7 +229,7 @@ class SentinelSetup:
         wait_until(f"sentinel on port {sentinel.port}", lambda: bool(sentinel.client().ping()))
 
     @staticmethod
-    def _wait_replication(master: RedisServer, replicas: int) -> None:
+    def wait_replication(master: RedisServer, replicas: int) -> None:
         client = master.client()
 
         def ready() -> bool:
@@ -294,7 +294,7 @@ class SentinelSetup:
         wait_until("the Sentinels to promote a replica", promoted, timeout)
         new = self.server_on(self.master_port())
         survivors = sum(1 for s in self.servers if s.running) - 1
-        self._wait_replication(new, survivors)
+        self.wait_replication(new, survivors)
         return new
 
     def __enter__(self) -> SentinelSetup:
