@@ -493,3 +493,108 @@ class StorageContract:
             t.join()
         assert sorted(wins) == [False] * 7 + [True]
         assert len(store.list_range("l")) == 1
+
+    # -- list_pop and list_append_many (the Agents session's pop_item and add_items) ----------
+    def test_list_pop_takes_the_last_item(self, store: Storage) -> None:
+        assert store.list_pop("nope", ttl_seconds=60) is None
+        store.list_create("l", 5, "meta")
+        store.list_append("l", "a", max_items=10, ttl_seconds=5)
+        store.list_append("l", "b", max_items=10, ttl_seconds=5)
+        assert store.list_pop("l", ttl_seconds=500) == "b"
+        left = store.ttl("l")
+        assert left is not None and 490 < left <= 500  # a write refreshes the TTL
+        assert store.list_pop("l", ttl_seconds=60) == "a"
+        assert store.list_pop("l", ttl_seconds=60) is None  # item 0 stays: lists are never empty
+        assert store.list_range("l") == ["meta"]
+        assert store.list_append("l", "c", max_items=10, ttl_seconds=60) == 2
+        assert store.list_range("l") == ["meta", "c"]
+        store.set_with_ttl("s", 60, "v")
+        with pytest.raises(WrongType):
+            store.list_pop("s", ttl_seconds=60)
+        assert store.get("s") == "v"
+
+    def test_list_append_many_is_all_or_nothing(self, store: Storage) -> None:
+        many = ["ünïcødé 🧵", "", '{"json": true}', "x" * 100_000] + [f"i{i}" for i in range(2500)]
+        assert store.list_append_many("nope", ["a"], max_items=10, ttl_seconds=60) == APPEND_MISSING
+        assert store.exists("nope") is False
+        store.list_create("l", 5, "meta")
+        assert store.list_append_many("l", many, max_items=10_000, ttl_seconds=500) == 1 + len(many)
+        left = store.ttl("l")
+        assert left is not None and 490 < left <= 500
+        assert store.list_range("l") == ["meta", *many]
+        store.list_create("f", 60, "meta")
+        assert store.list_append_many("f", ["a", "b"], max_items=3, ttl_seconds=60) == 3
+        assert store.list_append_many("f", ["c"], max_items=3, ttl_seconds=60) == APPEND_FULL
+        assert store.list_append_many("f", ("c", "d"), max_items=4, ttl_seconds=60) == APPEND_FULL
+        assert store.list_range("f") == ["meta", "a", "b"]
+        store.set_with_ttl("s", 60, "v")
+        with pytest.raises(WrongType):
+            store.list_append_many("s", ["x"], max_items=10, ttl_seconds=60)
+
+    @pytest.mark.parametrize("values", [[], "ab", None, ["ok", 1], [b"x"]], ids=repr)
+    def test_list_append_many_bad_values(self, store: Storage, values: object) -> None:
+        store.list_create("l", 60, "m")
+        with pytest.raises(InvalidInput, match="values"):
+            store.list_append_many("l", values, max_items=10, ttl_seconds=60)  # type: ignore[arg-type]
+        for ttl in (0, None):
+            with pytest.raises(InvalidInput, match="ttl"):
+                store.list_pop("l", ttl_seconds=ttl)  # type: ignore[arg-type]
+        for key in ("", "a\x00b"):
+            with pytest.raises(InvalidInput, match="key"):
+                store.list_pop(key, ttl_seconds=60)
+        assert store.list_range("l") == ["m"]
+
+    def test_concurrent_append_many_and_pop_keep_batches_whole(self, store: Storage) -> None:
+        store.list_create("l", 60, "meta")
+        errors: list[BaseException] = []
+        popped: list[str] = []
+
+        def writer(w: int) -> None:
+            try:
+                for i in range(20):
+                    batch = [f"{w}:{i}:{j}" for j in range(5)]
+                    assert store.list_append_many("l", batch, max_items=10_000, ttl_seconds=60) > 5
+            except BaseException as exc:  # surfaced below
+                errors.append(exc)
+
+        def popper() -> None:
+            try:
+                for _ in range(30):
+                    item = store.list_pop("l", ttl_seconds=60)
+                    if item is not None:
+                        popped.append(item)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+        threads.append(threading.Thread(target=popper))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        items = store.list_range("l")[1:]
+        assert len(items) + len(popped) == 4 * 20 * 5
+        assert sorted(items + popped) == sorted(
+            f"{w}:{i}:{j}" for w in range(4) for i in range(20) for j in range(5)
+        )
+        # what is left of each batch is its first items, contiguous and in order
+        batches: dict[str, list[tuple[int, int]]] = {}
+        for n, item in enumerate(items):
+            w, i, j = item.split(":")
+            batches.setdefault(f"{w}:{i}", []).append((n, int(j)))
+        for entries in batches.values():
+            first = entries[0][0]
+            assert entries == [(first + k, k) for k in range(len(entries))]
+
+    def test_list_pop_and_append_many_keep_the_index_in_step(self, store: Storage) -> None:
+        store.list_create("many", 0.05, "m", scopes=("all",), score=10)
+        store.list_create("popped", 0.05, "m", scopes=("all",), score=20)
+        store.list_append("popped", "t", max_items=5, ttl_seconds=0.05)
+        store.list_create("short", 0.05, "m", scopes=("all",), score=30)
+        assert store.list_append_many("many", ["a", "b"], max_items=5, ttl_seconds=60, score=40)
+        assert store.list_pop("popped", ttl_seconds=60) == "t"  # the score stays
+        assert store.index_page("all", 10) == [(40, "many"), (30, "short"), (20, "popped")]
+        time.sleep(0.12)
+        assert store.index_count("all") == 2  # the index expiry followed the new TTLs
+        assert store.index_page("all", 10) == [(40, "many"), (20, "popped")]

@@ -9,12 +9,14 @@ checks the cursor promise: no repeats, and every thread that stayed put is seen 
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
@@ -227,3 +229,54 @@ def test_cursor_pages_under_concurrent_writers(opener: object) -> None:
     assert len(seen) == len(set(seen)), "a thread was listed twice"
     assert set(stable) <= set(seen), "a thread that stayed put was skipped"
     assert store.count_threads() == len(list(storage.scan("thread:")))
+
+
+def test_pages_past_threads_whose_ids_are_not_uuids(opener: object) -> None:
+    """compat stores the ids its callers chose: a cursor may have to point past one of them."""
+    from threadstore._logic import LENIENT
+
+    storage = opener()  # type: ignore[operator]
+    logic = Logic(ttl_seconds=600, max_turns=5, rules=LENIENT)
+    ids = [f"custom id {i} ✓" for i in range(5)]
+    for thread_id in ids:
+        run(storage, logic.create_thread("compat", thread_id=thread_id))
+    store = ThreadStore(storage, ttl_seconds=600, max_turns=5)
+    assert listed(store, 2) == list(reversed(ids))
+    assert store.count_threads() == 5
+    exported = [json.loads(line)["thread_id"] for line in store.export_threads()]
+    assert exported == ids  # oldest activity first
+
+
+def run(storage: Storage, op: Any) -> Any:
+    try:
+        call = next(op)
+        while True:
+            call = op.send(getattr(storage, call.method)(*call.args, **call.kwargs))
+    except StopIteration as done:
+        return done.value
+
+
+def test_reindex_files_threads_written_before_the_index(opener: object) -> None:
+    """A Redis store written by an older release: its threads are read and written as before,
+    and listed once reindex() has filed them (notes/index.md, "Existing data")."""
+    storage = opener()  # type: ignore[operator]
+    store = ThreadStore(storage, ttl_seconds=600, max_turns=5)
+    ids = [store.create_thread("chat") for _ in range(3)]
+    store.add_turn(ids[0], "user", "newest")
+    legacy = []
+    for i in range(4):  # what an older release left: the same lists, not filed
+        thread_id = str(uuid.uuid4())
+        created = datetime(2030, 1, 1 + i, tzinfo=UTC)
+        line = export_line(thread_id, created, created, [])
+        meta = json.dumps({"v": 1, "thread_id": thread_id, "created_at": created.isoformat(),
+                           "tool_name": "old"})  # fmt: skip
+        assert storage.list_create(f"thread:{thread_id}", 600, meta)
+        assert json.loads(line)["thread_id"] == thread_id
+        legacy.append(thread_id)
+    store.add_turn(legacy[0], "user", "an old thread still takes turns")
+    assert store.count_threads() == 3
+    assert store.reindex() == 7
+    assert store.count_threads() == 7
+    assert listed(store, 3) == full_scan_ranking(storage)
+    assert store.reindex() == 7  # harmless to repeat
+    assert listed(store, 10) == full_scan_ranking(storage)

@@ -307,7 +307,10 @@ def dump(path: Path) -> dict[str, list[Any]]:
     c = raw(path)
     out = {
         "namespace": c.execute("SELECT * FROM namespace ORDER BY id").fetchall(),
-        "kv": c.execute("SELECT * FROM kv ORDER BY id").fetchall(),
+        # the columns every schema version has (v3 adds the index's scope and score)
+        "kv": c.execute(
+            "SELECT id, ns, key, value, length, expires_at FROM kv ORDER BY id"
+        ).fetchall(),
         "item": c.execute("SELECT list_id, idx, value FROM item ORDER BY list_id, idx").fetchall(),
     }
     c.close()
@@ -845,8 +848,9 @@ def test_file_size_plateaus_under_churn(db: Path) -> None:
 
 # -- schema v3: the activity index -------------------------------------------------------------
 _V3_OBJECTS = (
-    "TRIGGER kv_ix_deleted", "TRIGGER kv_ix_replaced", "TRIGGER kv_ix_expiry",
-    "TRIGGER ix_added", "TRIGGER ix_removed", "TABLE ix", "TABLE scope",
+    "TRIGGER kv_ix_deleted", "TRIGGER kv_ix_replaced", "TRIGGER ix_added", "TRIGGER ix_removed",
+    "TRIGGER kv_scope_added", "TRIGGER kv_scope_removed", "TRIGGER kv_scope_changed",
+    "INDEX kv_page", "TABLE ix", "TABLE scope",
 )  # fmt: skip
 
 
@@ -880,6 +884,8 @@ def make_v2_file_with_threads(path: Path) -> dict[str, list[str]]:
     c.execute("BEGIN")
     for obj in _V3_OBJECTS:
         c.execute(f"DROP {obj}")
+    c.execute("ALTER TABLE kv DROP COLUMN scope")
+    c.execute("ALTER TABLE kv DROP COLUMN score")
     c.execute("PRAGMA user_version = 2")
     c.execute("COMMIT")
     c.close()
@@ -934,14 +940,29 @@ def test_v2_to_v3_migration_is_one_transaction(db: Path, monkeypatch: pytest.Mon
 
 
 def test_index_statements_use_their_indexes(store: SQLiteStorage) -> None:
+    store.list_create("l", 60, "m", scopes=("all", "more"), score=1)
     conn = store._conn()
-    plans = {
-        "page": "SELECT score, key FROM ix WHERE scope = ? AND expires_at > ?"
-        " AND (score, key) < (?, ?) ORDER BY score DESC, key DESC LIMIT 5",
-        "count": "SELECT count(*) FROM ix WHERE scope = ? AND expires_at <= ?",
-        "append": "UPDATE ix SET score = coalesce(?, score), expires_at = ? WHERE list_id = ?",
+    expected = {
+        "page": ["USING INDEX kv_page (scope=? AND (score,key)<(?,?))",
+                 "USING COVERING INDEX ix_page (scope=? AND (score,key)<(?,?))"],
+        "count": ["SEARCH kv USING INDEX kv_expires_at (expires_at<?)"],
+        "append": ["SEARCH ix USING COVERING INDEX ix_list (list_id=?)"],
+    }  # fmt: skip
+    statements = {
+        "page": "SELECT * FROM (SELECT kv.score, kv.key FROM kv WHERE kv.scope = ?"
+        " AND kv.expires_at > ? AND (kv.score, kv.key) < (?, ?)"
+        " ORDER BY kv.score DESC, kv.key DESC LIMIT 5)"
+        " UNION ALL SELECT * FROM (SELECT ix.score, ix.key FROM ix CROSS JOIN kv"
+        " ON kv.id = ix.list_id WHERE ix.scope = ? AND kv.expires_at > ?"
+        " AND (ix.score, ix.key) < (?, ?) ORDER BY ix.score DESC, ix.key DESC LIMIT 5)"
+        " ORDER BY 1 DESC, 2 DESC LIMIT 5",
+        "count": "SELECT count(*) FROM kv WHERE kv.expires_at <= ? AND +kv.scope = ?",
+        "append": "UPDATE ix SET score = ? WHERE list_id = ?",
     }
-    for name, sql in plans.items():
+    for name, sql in statements.items():
         params = (1,) * sql.count("?")
         plan = " | ".join(str(r[-1]) for r in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
-        assert "SCAN" not in plan and "TEMP B-TREE" not in plan, (name, plan)
+        for part in expected[name]:
+            assert part in plan, (name, plan)
+        # no table walked whole (merging the two short pages sorts at most 2 x limit rows)
+        assert "SCAN kv" not in plan and "SCAN ix" not in plan, (name, plan)

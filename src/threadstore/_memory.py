@@ -22,10 +22,12 @@ refreshes its thread's TTL, that is the thread idle the longest, and an expired 
 before a live one. It costs O(1) per eviction and nothing on reads (an LRU would add work to
 every ``get``).
 
-Activity index (notes/index.md). ``_filed`` maps a filed list's key to [scopes, score,
-expires_at]; ``_ix`` maps a scope to its two sorted lists: ``act`` of (score, key) for pages and
-``exp`` of expiry times for exact counts. Every path that removes a key for good (delete, expiry,
-eviction, a string written over a list) unfiles it in the same critical section.
+Activity index (notes/index.md). ``_filed`` maps a filed list's key to [scopes, score]; ``_ix``
+maps a scope to a sorted list of (score, key). Every path that removes a key for good (delete,
+expiry, eviction, a string written over a list) unfiles it in the same critical section, so the
+only dead entries are keys expired and not dropped yet: pages skip them (dropping a few), and a
+count first lets the sweep drop them (in batches, releasing the lock between batches) and then
+drops the expired keys of the current second's bucket.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from ._errors import InvalidInput, StorageUnavailable, WrongType
 from ._storage import (
     APPEND_FULL,
     APPEND_MISSING,
+    MAX_KEY_LENGTH,
     TRIM_ON_READ,
     AsyncOps,
     Inline,
@@ -61,6 +64,7 @@ from ._storage import (
     check_text,
     check_ttl,
     check_value,
+    check_values,
 )
 
 DEFAULT_MAX_KEYS = 1_000_000
@@ -83,18 +87,8 @@ Entry = tuple["str | list[str]", float, int, Bucket]
 """(value, expires_at, bytes held by key and value, the bucket the key is filed in)."""
 
 
-class _Scope:
-    """One index scope: entries by (score, key), and their expiry times (for counting)."""
-
-    __slots__ = ("act", "exp")
-
-    def __init__(self) -> None:
-        self.act: Any = SortedList()
-        self.exp: Any = SortedList()
-
-
 Filing = list[Any]
-"""[scopes (tuple of str), score (int), expires_at (float)] of a filed list."""
+"""[scopes (tuple of str), score (int)] of a filed list."""
 
 
 def _str_size(s: str) -> int:
@@ -131,7 +125,7 @@ class MemoryStorage(Storage):
         self._data: dict[str, Entry] = {}
         self._buckets: dict[float, Bucket] = {}
         self._due: list[float] = []  # heap of the bucket numbers in _buckets
-        self._ix: dict[str, _Scope] = {}
+        self._ix: dict[str, Any] = {}  # scope -> SortedList of (score, key)
         self._filed: dict[str, Filing] = {}
         self._bytes = 0
         self._hits = self._misses = self._expired = self._evicted = 0
@@ -265,50 +259,40 @@ class MemoryStorage(Storage):
             return None
         return entry
 
-    def _file(self, key: str, scopes: tuple[str, ...], score: int, expires_at: float) -> None:
+    def _file(self, key: str, scopes: tuple[str, ...], score: int) -> None:
         """File ``key`` under ``scopes`` (re-scoring it where it is filed already)."""
         filed = self._filed.get(key)
         if filed is not None:
-            self._refile(key, filed, score, expires_at)
+            self._refile(key, filed, score)
             scopes = tuple(s for s in scopes if s not in filed[0])
             filed[0] = filed[0] + scopes
         else:
-            self._filed[key] = [scopes, score, expires_at]
+            self._filed[key] = [scopes, score]
         ix = self._ix
         for name in scopes:
-            scope = ix.get(name)
-            if scope is None:
-                scope = ix[name] = _Scope()
-            scope.act.add((score, key))
-            scope.exp.add(expires_at)
+            entries = ix.get(name)
+            if entries is None:
+                entries = ix[name] = SortedList()
+            entries.add((score, key))
 
-    def _refile(self, key: str, filed: Filing, score: int | None, expires_at: float) -> None:
-        """A filed key's new score (None: unchanged) and expiry, in every scope it is in."""
-        old_score, old_exp = filed[1], filed[2]
-        if score is None:
-            score = old_score
-        ix = self._ix
-        for name in filed[0]:
-            scope = ix[name]
-            if score != old_score:
-                act = scope.act
-                act.remove((old_score, key))
-                act.add((score, key))
-            if expires_at != old_exp:
-                exp = scope.exp
-                exp.remove(old_exp)
-                exp.add(expires_at)
-        filed[1] = score
-        filed[2] = expires_at
+    def _refile(self, key: str, filed: Filing, score: int) -> None:
+        """A filed key's new score, in every scope it is in."""
+        old = filed[1]
+        if score != old:
+            ix = self._ix
+            for name in filed[0]:
+                entries = ix[name]
+                entries.remove((old, key))
+                entries.add((score, key))
+            filed[1] = score
 
     def _unfile(self, key: str) -> None:
         filed = self._filed.pop(key)
         ix = self._ix
         for name in filed[0]:
-            scope = ix[name]
-            scope.act.remove((filed[1], key))
-            scope.exp.remove(filed[2])
-            if not scope.act:
+            entries = ix[name]
+            entries.remove((filed[1], key))
+            if not entries:
                 del ix[name]
 
     def _list_entry(self, key: str, now: float) -> Entry | None:
@@ -371,6 +355,26 @@ class MemoryStorage(Storage):
                         self._shrink_around(key, now, old)
                     if old[0].__class__ is list and key in self._filed:
                         self._unfile(key)  # a string replaced the list
+                    return
+                # A new key. The common case (an ASCII key, room to spare, its expiry bucket in
+                # use) is checked and filed inline, without a call; the rest goes to _insert,
+                # which runs every check and makes room.
+                n = expires_at // 1.0
+                buckets = self._buckets
+                if (
+                    n in buckets
+                    and key.__class__ is str
+                    and 0 < len(key) <= MAX_KEY_LENGTH
+                    and key.isascii()
+                    and "\x00" not in key
+                    and self._bytes + size <= self._max_value_bytes  # so size is allowed too
+                    and len(data) < self._max_keys
+                    and self._due[0] >= now // 1.0  # no bucket due: nothing to sweep on the side
+                ):
+                    bucket = buckets[n]
+                    bucket.add(key)
+                    data[key] = (value, expires_at, size, bucket)
+                    self._bytes += size
                     return
                 self._insert(key, value, now, expires_at, size)
         except TypeError:  # a key that is not a str (unhashable, or without len())
@@ -449,9 +453,6 @@ class MemoryStorage(Storage):
             if entry is None:
                 return False
             self._retime(key, entry, entry[0], now + ttl, entry[2])
-            filed = self._filed.get(key)
-            if filed is not None:
-                self._refile(key, filed, None, now + ttl)
             return True
 
     def scan(self, prefix: str = "") -> Iterator[str]:
@@ -493,7 +494,7 @@ class MemoryStorage(Storage):
             self._put(key, [first], now + ttl, size)
             self._bytes += size
             if scopes:
-                self._file(key, scopes, score, now + ttl)
+                self._file(key, scopes, score)
             return True
 
     def list_append(
@@ -526,13 +527,70 @@ class MemoryStorage(Storage):
                 raise InvalidInput(f"list {key!r} would grow past the store's max_bytes")
             items.append(value)
             self._retime(key, entry, items, now + ttl, entry[2] + size)
-            filed = self._filed.get(key)
-            if filed is not None:
-                self._refile(key, filed, score, now + ttl)
+            if score is not None:
+                filed = self._filed.get(key)
+                if filed is not None:
+                    self._refile(key, filed, score)
             self._bytes += size
             if self._bytes > self._max_bytes:
                 self._shrink_around(key, now)
             return len(items)
+
+    def list_append_many(
+        self,
+        key: str,
+        values: list[str],
+        *,
+        max_items: int,
+        ttl_seconds: float,
+        score: int | None = None,
+    ) -> int:
+        check_key(key)
+        values = check_values(values)
+        check_max_items(max_items)
+        ttl = check_ttl(ttl_seconds)
+        if score is not None:
+            check_score(score)
+        size = sum(_str_size(v) for v in values) + _ITEM_OVERHEAD * len(values)
+        with self._lock:
+            self._check_open()
+            now = self._clock()
+            entry = self._list_entry(key, now)
+            if entry is None:
+                return APPEND_MISSING
+            items = entry[0]
+            assert type(items) is list
+            if len(items) + len(values) > max_items:
+                return APPEND_FULL
+            if entry[2] + size > self._max_bytes:
+                raise InvalidInput(f"list {key!r} would grow past the store's max_bytes")
+            items.extend(values)
+            self._retime(key, entry, items, now + ttl, entry[2] + size)
+            if score is not None:
+                filed = self._filed.get(key)
+                if filed is not None:
+                    self._refile(key, filed, score)
+            self._bytes += size
+            if self._bytes > self._max_bytes:
+                self._shrink_around(key, now)
+            return len(items)
+
+    def list_pop(self, key: str, *, ttl_seconds: float) -> str | None:
+        check_key(key)
+        ttl = check_ttl(ttl_seconds)
+        with self._lock:
+            self._check_open()
+            now = self._clock()
+            entry = self._list_entry(key, now)
+            if entry is None or len(entry[0]) < 2:
+                return None
+            items = entry[0]
+            assert type(items) is list
+            value: str = items.pop()
+            size = _str_size(value) + _ITEM_OVERHEAD
+            self._retime(key, entry, items, now + ttl, entry[2] - size)  # the index follows
+            self._bytes -= size
+            return value
 
     def list_range(self, key: str, start: int = 0, stop: int | None = None) -> list[str]:
         check_key(key)
@@ -563,7 +621,7 @@ class MemoryStorage(Storage):
             entry = self._list_entry(key, self._clock())
             if entry is None:
                 return False
-            self._file(key, scopes, score, entry[1])
+            self._file(key, scopes, score)
             return True
 
     def index_page(
@@ -585,14 +643,14 @@ class MemoryStorage(Storage):
             if ix is None:
                 return page
             if after is None:
-                entries = ix.act.irange(reverse=not ascending)
+                entries = ix.irange(reverse=not ascending)
             elif ascending:
-                entries = ix.act.irange(minimum=after, inclusive=(False, True))
+                entries = ix.irange(minimum=after, inclusive=(False, True))
             else:
-                entries = ix.act.irange(maximum=after, inclusive=(True, False), reverse=True)
-            filed = self._filed
+                entries = ix.irange(maximum=after, inclusive=(True, False), reverse=True)
+            data = self._data
             for entry in entries:
-                if filed[entry[1]][2] > now:
+                if data[entry[1]][1] > now:
                     page.append(entry)
                     if len(page) >= limit:
                         break
@@ -604,12 +662,21 @@ class MemoryStorage(Storage):
 
     def index_count(self, scope: str) -> int:
         check_scope(scope)
-        with self._lock:
-            self._check_open()
-            ix = self._ix.get(scope)
-            if ix is None:
-                return 0
-            return len(ix.act) - int(ix.exp.bisect_right(self._clock()))
+        while True:
+            with self._lock:
+                self._check_open()
+                now = self._clock()
+                if not self._sweep(now, SWEEP_BATCH):  # no fully past bucket left
+                    # Every key is filed no later than its expiry: the ones expired now are
+                    # gone, or in the bucket of the current second. Drop those, then count.
+                    bucket = self._buckets.get(now // 1.0)
+                    if bucket:
+                        data = self._data
+                        for key in [k for k in bucket if data[k][1] <= now]:
+                            self._live(key, now)
+                    ix = self._ix.get(scope)
+                    return 0 if ix is None else len(ix)
+            time.sleep(0)  # a backlog of expired keys: let other threads in between batches
 
     # -- lifecycle ------------------------------------------------------------------------------
     def sweep(self, budget: int = SWEEP_BATCH) -> bool:

@@ -80,6 +80,7 @@ from ._storage import (
     check_scopes,
     check_score,
     check_value,
+    check_values,
     ttl_ms,
 )
 
@@ -144,11 +145,15 @@ def _script(source: str) -> _Script:
 # scopes joined by NUL, and per scope a sorted set A (score = activity) and E (score = expiry,
 # ms on the server's clock). Members are the caller's keys. Scripts get the prefixes of the A and
 # E names (ABASE, EBASE: everything but the scope) to reach the sets of a key's scopes.
-_INDEX_LIB = f"""
+_NOW_MS = """
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+"""
+_INDEX_LIB = (
+    _NOW_MS
+    + f"""
 local function unfile(m, member, abase, ebase)
   local scopes = redis.call('HGET', m, member)
   if not scopes then return end
@@ -165,6 +170,7 @@ end
 local TRIM_ON_WRITE = {TRIM_ON_WRITE}
 local TRIM_ON_READ = {TRIM_ON_READ}
 """
+)
 
 # KEYS: list, M, then A and E of each scope; ARGV: ttl ms, first item, score, scopes joined,
 # member, ABASE, EBASE. 1 when created, 0 when the key was taken.
@@ -192,9 +198,10 @@ return 1
 
 # KEYS: list, M; ARGV: item, max items, ttl ms, score ('' = keep), member, ABASE, EBASE.
 # New length, 0 when missing, -1 when full. Lists are never empty in Redis, so LLEN = 0 means
-# missing; on a string LLEN raises WRONGTYPE.
+# missing; on a string LLEN raises WRONGTYPE. No trimming here: every filed key was created
+# once, and each creation removes more expired entries than it adds.
 _LIST_APPEND = _script(
-    _INDEX_LIB
+    _NOW_MS
     + """
 local n = redis.call('LLEN', KEYS[1])
 if n == 0 then return 0 end
@@ -203,15 +210,11 @@ n = redis.call('RPUSH', KEYS[1], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 local scopes = redis.call('HGET', KEYS[2], ARGV[5])
 if scopes then
-  local now = now_ms()
-  local expires = now + tonumber(ARGV[3])
-  local first = nil
+  local expires = now_ms() + tonumber(ARGV[3])
   for scope in string.gmatch(scopes, '[^%z]+') do
     if ARGV[4] ~= '' then redis.call('ZADD', ARGV[6] .. scope, ARGV[4], ARGV[5]) end
     redis.call('ZADD', ARGV[7] .. scope, expires, ARGV[5])
-    first = first or scope
   end
-  trim(KEYS[2], ARGV[7] .. first, now, ARGV[6], ARGV[7], TRIM_ON_WRITE)
 end
 return n
 """
@@ -342,10 +345,63 @@ return redis.call('ZCARD', KEYS[1]) - redis.call('ZCOUNT', KEYS[2], '-inf', '(' 
 """
 )
 
+# Keep a filed list's index entries in step after a write that changed its TTL (and, unless
+# score is '', its activity): as the tail of _LIST_APPEND.
+_REFILE_LIB = """
+local function refile(m, member, score, ttl, abase, ebase)
+  local scopes = redis.call('HGET', m, member)
+  if not scopes then return end
+  local now = now_ms()
+  local expires = now + tonumber(ttl)
+  local first = nil
+  for scope in string.gmatch(scopes, '[^%z]+') do
+    if score ~= '' then redis.call('ZADD', abase .. scope, score, member) end
+    redis.call('ZADD', ebase .. scope, expires, member)
+    first = first or scope
+  end
+  trim(m, ebase .. first, now, abase, ebase, TRIM_ON_WRITE)
+end
+"""
+
+# KEYS: list, M; ARGV: max items, ttl ms, score ('' = keep), member, ABASE, EBASE, the items.
+# As _LIST_APPEND, for all items or none (RPUSH in chunks: Lua's unpack has a small stack).
+_LIST_APPEND_MANY = _script(
+    _INDEX_LIB
+    + _REFILE_LIB
+    + """
+local n = redis.call('LLEN', KEYS[1])
+if n == 0 then return 0 end
+if n + #ARGV - 6 > tonumber(ARGV[1]) then return -1 end
+for i = 7, #ARGV, 1000 do
+  n = redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+refile(KEYS[2], ARGV[4], ARGV[3], ARGV[2], ARGV[5], ARGV[6])
+return n
+"""
+)
+
+# KEYS: list, M; ARGV: ttl ms, member, ABASE, EBASE. The last item (nil when missing or a
+# single item is left); the activity score is kept.
+_LIST_POP = _script(
+    _INDEX_LIB
+    + _REFILE_LIB
+    + """
+if redis.call('LLEN', KEYS[1]) < 2 then return false end
+local v = redis.call('RPOP', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+refile(KEYS[2], ARGV[2], '', ARGV[1], ARGV[3], ARGV[4])
+return v
+"""
+)
+
 _SCRIPTS = {
     s.sha: s.source
-    for s in (_LIST_CREATE, _LIST_APPEND, _DELETE, _EXPIRE, _INDEX_PUT, _INDEX_PAGE, _INDEX_COUNT)
-}
+    for s in (
+        _LIST_CREATE, _LIST_APPEND, _DELETE, _EXPIRE, _INDEX_PUT, _INDEX_PAGE, _INDEX_COUNT,
+        _LIST_APPEND_MANY, _LIST_POP,
+    )
+}  # fmt: skip
 
 
 # -- each operation once: validate, build the command, parse the reply -------------------------
@@ -432,7 +488,8 @@ class Commands:
     # Operations the async side may call by name (scan and the lifecycle are handled apart).
     NAMES = frozenset(
         {"get", "set_with_ttl", "setex", "delete", "exists", "ttl", "expire", "list_create",
-         "list_append", "list_range", "list_length", "index_put"}
+         "list_append", "list_range", "list_length", "index_put", "list_append_many",
+         "list_pop"}
     )  # fmt: skip
     FANOUT = frozenset({"index_page", "index_count"})
 
@@ -542,6 +599,34 @@ class Commands:
             value, max_items, ms, shown, key, abase, ebase,
         )  # fmt: skip
         return Cmd(args, int, key, False, write=True)
+
+    def list_append_many(
+        self,
+        key: str,
+        values: list[str],
+        *,
+        max_items: int,
+        ttl_seconds: float,
+        score: int | None = None,
+    ) -> Cmd:
+        nskey = self.key(check_key(key))
+        values = check_values(values)
+        check_max_items(max_items)
+        ms = ttl_ms(ttl_seconds)
+        shown = "" if score is None else check_score(score)
+        m, abase, ebase = self.index_names(self.partition(key))
+        args = (
+            "EVALSHA", _LIST_APPEND_MANY.sha, 2, nskey, m,
+            max_items, ms, shown, key, abase, ebase, *values,
+        )  # fmt: skip
+        return Cmd(args, int, key, False, write=True)
+
+    def list_pop(self, key: str, *, ttl_seconds: float) -> Cmd:
+        nskey = self.key(check_key(key))
+        ms = ttl_ms(ttl_seconds)
+        m, abase, ebase = self.index_names(self.partition(key))
+        args = ("EVALSHA", _LIST_POP.sha, 2, nskey, m, ms, key, abase, ebase)
+        return Cmd(args, _same, key, False, write=True)
 
     def list_range(self, key: str, start: int = 0, stop: int | None = None) -> Cmd:
         nskey = self.key(check_key(key))
@@ -1215,6 +1300,24 @@ class RedisStorage(Storage):
             key, value, max_items=max_items, ttl_seconds=ttl_seconds, score=score
         )
         return int(self._run(cmd))
+
+    def list_append_many(
+        self,
+        key: str,
+        values: list[str],
+        *,
+        max_items: int,
+        ttl_seconds: float,
+        score: int | None = None,
+    ) -> int:
+        cmd = self._commands.list_append_many(
+            key, values, max_items=max_items, ttl_seconds=ttl_seconds, score=score
+        )
+        return int(self._run(cmd))
+
+    def list_pop(self, key: str, *, ttl_seconds: float) -> str | None:
+        result: str | None = self._run(self._commands.list_pop(key, ttl_seconds=ttl_seconds))
+        return result
 
     def list_range(self, key: str, start: int = 0, stop: int | None = None) -> list[str]:
         result: list[str] = self._run(self._commands.list_range(key, start, stop))

@@ -94,6 +94,15 @@ def ttl_ms(ttl_seconds: object) -> int:
     return max(1, round(check_ttl(ttl_seconds) * 1000))
 
 
+def check_values(values: object) -> list[str]:
+    """Validate the items of list_append_many: a non-empty list or tuple of str."""
+    if not isinstance(values, list | tuple):
+        raise InvalidInput(f"values must be a list of str, got {type(values).__name__}")
+    if not values:
+        raise InvalidInput("values must not be empty")
+    return [check_value(v, f"values[{i}]") for i, v in enumerate(values)]
+
+
 def check_max_items(max_items: object) -> int:
     if type(max_items) is not int or not 1 <= max_items <= MAX_ITEMS:
         raise InvalidInput(f"max_items must be an int from 1 to {MAX_ITEMS}, got {max_items!r}")
@@ -238,6 +247,33 @@ class Storage(ABC):
         when it already holds ``max_items`` items. In both cases nothing changed. When the list
         is filed under index scopes and ``score`` is given, it is re-scored in all of them in the
         same atomic step (O(log n) per scope).
+        """
+
+    @abstractmethod
+    def list_append_many(
+        self,
+        key: str,
+        values: list[str],
+        *,
+        max_items: int,
+        ttl_seconds: float,
+        score: int | None = None,
+    ) -> int:
+        """Append every item of ``values`` to an existing list and refresh its TTL, atomically:
+        all of them or none, contiguous (no other append lands between them). ``score``
+        re-scores a filed list in all its scopes, as for list_append.
+
+        Returns the new length; APPEND_MISSING (0) when the list does not exist, APPEND_FULL (-1)
+        when ``len(values)`` more items would exceed ``max_items``. In both cases nothing changed.
+        """
+
+    @abstractmethod
+    def list_pop(self, key: str, *, ttl_seconds: float) -> str | None:
+        """Remove and return the last item of a list and refresh its TTL, atomically (its index
+        expiry follows; its score is kept).
+
+        None (nothing changed) when the key is missing or the list holds a single item: lists
+        are never empty, so item 0 is never popped.
         """
 
     @abstractmethod

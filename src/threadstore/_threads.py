@@ -8,6 +8,8 @@ worker thread for SQLite, inline for memory). Method names and signatures match 
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -23,6 +25,7 @@ from ._models import History, Thread, ThreadPage, Turn, TurnFields
 from ._storage import Storage
 
 T = TypeVar("T")
+F = TypeVar("F", bound="_Facade")
 
 
 def _numbered(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
@@ -69,29 +72,59 @@ class _Facade:
     def max_turns(self) -> int:
         return self._logic.max_turns
 
+    @property
+    def owner(self) -> str | None:
+        """The principal this store acts for (see ``for_owner``); None for the unscoped store."""
+        return self._logic.owner
+
+    @property
+    def sees_all(self) -> bool:
+        """True unless this store is scoped to one owner's threads."""
+        return self._logic.see_all
+
+    def for_owner(self: F, owner: str, *, admin: bool = False) -> F:
+        """The same store acting as principal ``owner``, sharing this one's storage.
+
+        Threads it creates are owned by ``owner``. Unless ``admin``, it sees only those: another
+        principal's thread (or one created without an owner) is exactly like a missing one for
+        every method (None, ThreadNotFound with the same text, False from delete_thread), lists
+        and counts hold only ``owner``'s threads, and chains stop at a parent it may not see.
+        ``admin=True`` sees and manages every thread. Cheap (no I/O); closing either store
+        closes the shared storage.
+        """
+        scoped = copy.copy(self)
+        scoped._logic = dataclasses.replace(self._logic, owner=owner, see_all=admin)
+        return scoped
+
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.storage!r} ttl={self.ttl_seconds:g}s>"
+        who = "" if self.owner is None else f" owner={self.owner!r}"
+        who += " admin" if self.owner is not None and self.sees_all else ""
+        return f"<{type(self).__name__} {self.storage!r} ttl={self.ttl_seconds:g}s{who}>"
+
+
+def run_sync(storage: Storage, op: Op[T]) -> T:
+    """Run an operation of _logic.py against a storage object, in the calling thread."""
+    try:
+        call: Call = next(op)
+        while True:
+            try:
+                result: Any = getattr(storage, call.method)(*call.args, **call.kwargs)
+                if call.method == "scan":
+                    result = list(result)
+            except ThreadstoreError as exc:  # the operation may handle it
+                call = op.throw(exc)
+            else:
+                call = op.send(result)
+    except StopIteration as done:
+        value: T = done.value
+        return value
 
 
 class ThreadStore(_Facade):
     """Conversation threads on any backend. Safe to share between threads."""
 
     def _run(self, op: Op[T]) -> T:
-        storage = self.storage
-        try:
-            call: Call = next(op)
-            while True:
-                try:
-                    result: Any = getattr(storage, call.method)(*call.args, **call.kwargs)
-                    if call.method == "scan":
-                        result = list(result)
-                except ThreadstoreError as exc:  # the operation may handle it
-                    call = op.throw(exc)
-                else:
-                    call = op.send(result)
-        except StopIteration as done:
-            value: T = done.value
-            return value
+        return run_sync(self.storage, op)
 
     def create_thread(
         self,

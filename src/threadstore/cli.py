@@ -36,6 +36,7 @@ import functools
 import importlib.metadata
 import json
 import os
+import shlex
 import stat
 import sys
 import time
@@ -61,6 +62,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from . import _auth
 from ._config import Settings, load_settings
 from ._errors import (
     ConfigError,
@@ -318,11 +320,16 @@ def list_(
     cursor: Annotated[
         str | None, typer.Option("--cursor", help="next_cursor of the previous page.")
     ] = None,
+    owner: Annotated[
+        str | None,
+        typer.Option("--owner", metavar="PRINCIPAL", help="Only the threads this principal owns."),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Live threads, most recent activity first."""
+    """Live threads of every principal (or of --owner), most recent activity first."""
     with _store(ctx) as store:
-        page = store.list_threads(limit=limit, cursor=cursor)
+        scoped = store if owner is None else store.for_owner(owner)
+        page = scoped.list_threads(limit=limit, cursor=cursor)
     if as_json:
         typer.echo(page.model_dump_json(indent=2))
         return
@@ -331,6 +338,7 @@ def list_(
         return
     table = Table(box=box.SIMPLE_HEAD)
     table.add_column("thread", no_wrap=True, min_width=36)
+    table.add_column("owner")
     table.add_column("tool")
     table.add_column("turns", justify="right")
     table.add_column("last activity", no_wrap=True)
@@ -339,6 +347,7 @@ def list_(
     for row in page.threads:
         table.add_row(
             row.thread_id,
+            Text(row.owner or "-"),
             Text(row.tool_name),
             str(row.turn_count),
             _when(row.last_updated_at),
@@ -347,7 +356,8 @@ def list_(
         )
     _out().print(table)
     if page.next_cursor:
-        typer.echo(f"more: threadstore list --cursor {page.next_cursor}", err=True)
+        more = f" --owner {shlex.quote(owner)}" if owner is not None else ""
+        typer.echo(f"more: threadstore list{more} --cursor {page.next_cursor}", err=True)
 
 
 @app.command()
@@ -368,6 +378,7 @@ def show(ctx: typer.Context, thread_id: ThreadArg, as_json: JsonFlag = False) ->
     head.add_column(style="bold")
     head.add_column()
     head.add_row("thread", thread.thread_id)
+    head.add_row("owner", Text(thread.owner or "- (none: admins only)"))
     head.add_row("tool", Text(thread.tool_name))
     head.add_row("parent", thread.parent_thread_id or "-")
     head.add_row("created", _when(thread.created_at))
@@ -540,6 +551,42 @@ def _sdk_check() -> Check:
     return Check("mcp SDK", "ok", f"mcp {version}")
 
 
+def _auth_checks(settings: Settings) -> list[Check]:
+    """The tokens file (permissions, every line) and the OAuth keys, as `serve` would load them."""
+    checks: list[Check] = []
+    if settings.auth_tokens_file is not None:
+        try:
+            table = _auth.load_tokens_file(settings.auth_tokens_file)
+        except ConfigError as exc:
+            checks.append(Check("tokens file", "FAIL", str(exc)))
+        else:
+            detail = f"{settings.auth_tokens_file}: {_auth.describe(table.principals)}"
+            checks.append(Check("tokens file", "ok", detail))
+    if settings.oauth_issuer and settings.oauth_audience and settings.oauth_jwks:
+        oauth = _auth.OAuthSettings(
+            settings.oauth_issuer,
+            settings.oauth_audience,
+            settings.oauth_jwks,
+            admin_scope=settings.oauth_admin_scope,
+        )
+        try:
+            verifier = _auth.JwtVerifier(oauth)
+            if oauth.jwks_is_url:
+                verifier.refresh()
+        except (ConfigError, OSError, UnicodeDecodeError) as exc:
+            checks.append(Check("oauth", "FAIL", f"JWKS {oauth.jwks}: {exc}"))
+        else:
+            checks.append(
+                Check(
+                    "oauth",
+                    "ok",
+                    f"issuer {oauth.issuer}, audience {oauth.audience}, {verifier.key_count}"
+                    f" signing keys from {oauth.jwks}, admin scope {oauth.admin_scope!r}",
+                )
+            )
+    return checks
+
+
 def _doctor_checks(opts: Options) -> list[Check]:
     try:
         settings = load_settings()
@@ -560,6 +607,7 @@ def _doctor_checks(opts: Options) -> list[Check]:
         checks.append(Check("auth token", "warn", f"set but short ({len(token)} characters)"))
     else:
         checks.append(Check("auth token", "ok", f"set ({len(token)} characters)"))
+    checks.extend(_auth_checks(settings))
     checks.append(_sdk_check())
     url, source = _target(settings, opts.url)
     checks.append(Check("backend URL", "ok", f"{redact_url(url)} from {source}"))
