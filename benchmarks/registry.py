@@ -84,6 +84,13 @@ BENCHMARKS: list[Benchmark] = [
         "add_turn on threads of 1, 10, 25 and 49 turns (1 KB turns); get_thread; round trips",
     ),
     Benchmark(
+        "redis_topologies",
+        "workloads_topology:redis_topologies",
+        "Redis: single node, Cluster, wait_replicas=1",
+        "add_turn and get_thread (10 turns of 1 KB) on one node, a 3-master Cluster and with"
+        " wait_replicas=1; bytes per thread in Redis",
+    ),
+    Benchmark(
         "listing_memory",
         "workloads_listing:listing_memory",
         "Listing and counting in memory",

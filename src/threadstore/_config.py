@@ -16,7 +16,10 @@ from ._redact import redact_url
 DEFAULT_TIMEOUT_HOURS = 3.0
 DEFAULT_MAX_TURNS = 50
 DEFAULT_NAMESPACE = "threadstore"
-SCHEMES = ("memory", "sqlite", "redis", "rediss", "unix")
+SCHEMES = (
+    "memory", "sqlite", "redis", "rediss", "unix",
+    "redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster",
+)  # fmt: skip
 _NAMESPACE_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 Fallback = Literal["memory", "fail"]

@@ -1054,6 +1054,8 @@ def _doctor_checks(opts: Options) -> list[Check]:
             checks.append(Check("server", "FAIL", str(info.get("error", "unreachable"))))
         elif "server_version" in info:
             checks.append(Check("server", "ok", f"version {info['server_version']}"))
+            if "topology_check" in info:  # redis: master and replicas, or cluster nodes
+                checks.append(Check("topology", *info["topology_check"]))
         checks.append(_round_trip(storage))
         live = ThreadStore(storage, ttl_seconds=60, max_turns=1).count_threads()
         checks.append(Check("threads", "ok", f"{live} live"))
