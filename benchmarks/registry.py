@@ -84,6 +84,41 @@ BENCHMARKS: list[Benchmark] = [
         "add_turn on threads of 1, 10, 25 and 49 turns (1 KB turns); get_thread; round trips",
     ),
     Benchmark(
+        "redis_topologies",
+        "workloads_topology:redis_topologies",
+        "Redis: single node, Cluster, wait_replicas=1",
+        "add_turn and get_thread (10 turns of 1 KB) on one node, a 3-master Cluster and with"
+        " wait_replicas=1; bytes per thread in Redis",
+    ),
+    Benchmark(
+        "listing_memory",
+        "workloads_listing:listing_memory",
+        "Listing and counting in memory",
+        "list_threads(limit=20), next page, count_threads at 1k, 10k, 100k and 1M threads;"
+        " the index against the full-scan ranking it replaced",
+    ),
+    Benchmark(
+        "listing_sqlite",
+        "workloads_listing:listing_sqlite",
+        "Listing and counting on SQLite",
+        "list_threads(limit=20), next page, count_threads at 1k, 10k and 100k threads;"
+        " the index against the full-scan ranking it replaced",
+    ),
+    Benchmark(
+        "listing_redis",
+        "workloads_listing:listing_redis",
+        "Listing and counting on Redis",
+        "list_threads(limit=20), next page, count_threads at 1k, 10k and 100k threads;"
+        " the index against the full-scan ranking it replaced",
+    ),
+    Benchmark(
+        "index_add_turn",
+        "workloads_listing:index_add_turn",
+        "What the index costs add_turn",
+        "add_turn (1 KB) on threads filed in the index against threads not filed (the work"
+        " before the index), interleaved, 10k threads in the store, each backend",
+    ),
+    Benchmark(
         "writers_threads",
         "workloads_concurrency:writers_threads",
         "Concurrent writers, threads",
@@ -124,6 +159,20 @@ BENCHMARKS: list[Benchmark] = [
         "workloads_mcp:mcp_latency",
         "MCP tool-call latency",
         "in-process client: p50 and p99 of thread_append and thread_get",
+    ),
+    Benchmark(
+        "kv_adapter",
+        "workloads_integrations:kv_adapter",
+        "py-key-value stores",
+        "put 1 KB / get hit / get miss / ttl through py-key-value's API: its MemoryStore and"
+        " DiskStore vs ThreadstoreStore on memory, SQLite, Redis",
+    ),
+    Benchmark(
+        "agents_session",
+        "workloads_integrations:agents_session",
+        "OpenAI Agents sessions",
+        "add_items / get_items / pop_item: the SDK's SQLiteSession vs ThreadstoreSession on"
+        " memory, SQLite, Redis",
     ),
 ]
 

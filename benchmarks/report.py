@@ -195,6 +195,16 @@ def targets(rows: list[Row]) -> list[Verdict]:
             lambda r: r <= 2.0,
         )
     )
+    insert = "insert new key 2 KB, 1 thread"
+    for target, ref, ok in (
+        ("memory insert of a new key ≤ 2.0x floor", floor, lambda r: r <= 2.0),
+        ("memory insert of a new key no slower than the original", "original design",
+         lambda r: r <= 1.0),
+        ("memory insert of a new key faster than TTLCache+Lock", ttlc, lambda r: r < 1.0),
+    ):  # fmt: skip
+        out.append(
+            _check(target, [_ratio_part(look, "1 thread", "kv_memory", mem, insert, ref)], ok)
+        )
     out.append(
         _check(
             "memory faster than TTLCache+Lock on every op (ratio < 1)",
@@ -399,7 +409,8 @@ def _notes(rows: list[Row]) -> list[str]:
 
 
 def plot(bench: str, rows: list[Row], path: Path) -> bool:
-    """One PNG per benchmark: per unit, grouped bars of medians with min-max error bars."""
+    """One PNG per benchmark: per unit, grouped bars of medians with min-max error bars (or,
+    for benchmarks measured at growing store sizes, time against size: one line per series)."""
     rows = [r for r in rows if r["median"] is not None]
     if not rows:
         return False
@@ -407,6 +418,9 @@ def plot(bench: str, rows: list[Row], path: Path) -> bool:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    if all("threads" in r["extra"] and "series" in r["extra"] for r in rows):
+        return _plot_against_size(bench, rows, path)
 
     units = _ordered(r["unit"] for r in rows)
     subjects = subjects_of(rows)
@@ -455,6 +469,46 @@ def plot(bench: str, rows: list[Row], path: Path) -> bool:
     fig.suptitle(f"{info.title if info else bench}: median, bars min-max", fontsize=11)
     fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), fontsize=8)
     fig.tight_layout(rect=(0, 0.1, 1, 0.95))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _plot_against_size(bench: str, rows: list[Row], path: Path) -> bool:
+    """Median time against the number of threads stored, log-log, one line per subject and
+    series (a flat line: the cost does not grow with the store); bars min-max."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8.0, 5.2))
+    styles = ["-", "--", ":"]
+    colours = plt.get_cmap("tab10")
+    subjects = subjects_of(rows)
+    series = _ordered(r["extra"]["series"] for r in rows)
+    for i, subject in enumerate(subjects):
+        for j, name in enumerate(series):
+            points = sorted(
+                (r["extra"]["threads"], r["median"], r["min"], r["max"])
+                for r in rows
+                if r["subject"] == subject and r["extra"]["series"] == name
+            )
+            if not points:
+                continue
+            xs = [p[0] for p in points]
+            ys = [p[1] for p in points]
+            err = [[p[1] - p[2] for p in points], [p[3] - p[1] for p in points]]
+            ax.errorbar(
+                xs, ys, yerr=err, capsize=2, marker="o", linestyle=styles[j % len(styles)],
+                color=colours(i % 10), label=f"{subject}: {name}",
+            )  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("threads stored")
+    ax.set_ylabel(f"{rows[0]['unit']} per call (lower is better)")
+    ax.grid(alpha=0.3, which="both")
+    info = BY_NAME.get(bench)
+    fig.suptitle(f"{info.title if info else bench}: median against store size", fontsize=11)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True

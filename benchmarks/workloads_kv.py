@@ -152,7 +152,37 @@ def kv_memory(cfg: Config) -> Results:
     measure(res, subjects, data)
     for _, _, store in subjects:
         store.close()
+    measure_inserts(res, [(n, r, m) for n, r, m in makers if n in {s[0] for s in subjects}], data)
     return res
+
+
+INSERT = "insert new key 2 KB, 1 thread"
+
+
+def measure_inserts(
+    res: Results, makers: Sequence[tuple[str, str, Callable[[], Any]]], data: Data
+) -> None:
+    """set_with_ttl of keys not stored yet: every repetition fills a fresh, empty store with all
+    the keys (dict growth included, as in real use); subjects take turns."""
+
+    def runner(make: Callable[[], Any]) -> Callable[[], float]:
+        def run() -> float:
+            store = make()
+            set_with_ttl = store.set_with_ttl
+
+            def fn(kv: tuple[str, str]) -> None:
+                set_with_ttl(kv[0], TTL, kv[1])
+
+            try:
+                return per_op_us(fn, data.pairs)
+            finally:
+                store.close()
+
+        return run
+
+    samples = interleaved({name: runner(make) for name, _, make in makers}, res.cfg.reps)
+    for name, role, _ in makers:
+        res.add(name, role, INSERT, UNIT, samples[name], ops_per_rep=len(data.pairs))
 
 
 def kv_sqlite(cfg: Config) -> Results:

@@ -87,6 +87,12 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         "THREADSTORE_NAMESPACE",
         "THREADSTORE_FALLBACK",
         "THREADSTORE_AUTH_TOKEN",
+        "THREADSTORE_AUTH_TOKENS_FILE",
+        "THREADSTORE_OAUTH_ISSUER",
+        "THREADSTORE_OAUTH_AUDIENCE",
+        "THREADSTORE_OAUTH_JWKS",
+        "THREADSTORE_OAUTH_ADMIN_SCOPE",
+        "THREADSTORE_OAUTH_RESOURCE",
     ):
         monkeypatch.delenv(var, raising=False)
     yield

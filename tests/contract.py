@@ -18,6 +18,7 @@ from threadstore import (
     StorageUnavailable,
     WrongType,
 )
+from threadstore._config import SCHEMES
 
 BAD_KEYS = [None, 1, 1.5, b"bytes", ("t",), "", "a\x00b", "k" * 1025]
 BAD_TTLS = [0, -1, -0.5, 0.0, math.nan, math.inf, -math.inf, "10", None, True, 10**12, 0.0001]
@@ -288,7 +289,7 @@ class StorageContract:
         assert "url" in stats
 
     def test_repr_and_url(self, store: Storage) -> None:
-        assert store.url.split("://")[0] in ("memory", "sqlite", "redis", "rediss", "unix")
+        assert store.url.split("://")[0] in SCHEMES
         assert store.kind in repr(store) or store.url in repr(store)
 
     def test_close_is_idempotent_and_final(self, store: Storage) -> None:
@@ -300,6 +301,154 @@ class StorageContract:
             store.set_with_ttl("k", 60, "v")
         with pytest.raises(StorageUnavailable):
             store.get("k")
+
+    # -- activity index (notes/index.md) -------------------------------------------------------
+    def test_index_pages_newest_first_by_score_then_key(self, store: Storage) -> None:
+        entries = [(s, f"k{i:03d}") for i, s in enumerate([5, 9, 9, 1, 7, 9, 3, 0, 2**53 - 1])]
+        for score, key in entries:
+            assert store.list_create(key, 60, "m", scopes=["all"], score=score)
+        newest = sorted(entries, reverse=True)
+        assert store.index_page("all", 100) == newest
+        assert store.index_page("all", 100, ascending=True) == sorted(entries)
+        assert store.index_page("all", 3) == newest[:3]
+        for cut in range(len(newest)):  # keyset pages: strictly after the position
+            assert store.index_page("all", 100, newest[cut]) == newest[cut + 1 :]
+            later = sorted(e for e in entries if e > newest[cut])
+            assert store.index_page("all", 100, newest[cut], ascending=True) == later
+        assert store.index_page("all", 100, (9, "k002")) == [(9, "k001"), *newest[4:]]
+        assert store.index_count("all") == len(entries)
+
+    def test_index_pages_concatenate_to_the_whole_order(self, store: Storage) -> None:
+        entries = [(i // 7, f"key:{i}") for i in range(230)]  # runs of equal scores
+        for score, key in entries:
+            store.list_create(key, 60, "m", scopes=("all",), score=score)
+        for ascending in (False, True):
+            seen: list[tuple[int, str]] = []
+            after = None
+            while True:
+                page = store.index_page("all", 17, after, ascending=ascending)
+                seen += page
+                if len(page) < 17:
+                    break
+                after = page[-1]
+            assert seen == sorted(entries, reverse=not ascending)
+
+    def test_index_scopes_are_separate_and_remembered(self, store: Storage) -> None:
+        assert store.list_create("a", 60, "m", scopes=("all", "owner:ann"), score=10)
+        assert store.list_create("b", 60, "m", scopes=("all", "owner:bob"), score=20)
+        assert store.list_create("plain", 60, "m")  # not filed anywhere
+        assert store.index_page("owner:ann", 10) == [(10, "a")]
+        assert store.index_count("owner:bob") == 1
+        assert store.index_count("owner:nobody") == 0
+        assert store.index_page("owner:nobody", 10) == []
+        # an append re-scores the list in every scope it was filed under
+        assert store.list_append("a", "t", max_items=10, ttl_seconds=60, score=30) == 2
+        assert store.index_page("all", 10) == [(30, "a"), (20, "b")]
+        assert store.index_page("owner:ann", 10) == [(30, "a")]
+        # without a score, the order stays
+        assert store.list_append("b", "t", max_items=10, ttl_seconds=60) == 2
+        assert store.index_page("all", 10) == [(30, "a"), (20, "b")]
+        # an unfiled list stays unfiled, whatever its appends say
+        assert store.list_append("plain", "t", max_items=10, ttl_seconds=60, score=99) == 2
+        assert store.index_page("all", 10) == [(30, "a"), (20, "b")]
+        # a full or missing list changes nothing
+        assert store.list_append("a", "t", max_items=2, ttl_seconds=60, score=99) == APPEND_FULL
+        assert store.list_append("zz", "t", max_items=2, ttl_seconds=60, score=99) == 0
+        assert store.index_page("all", 10) == [(30, "a"), (20, "b")]
+
+    def test_index_forgets_deleted_and_replaced_lists(self, store: Storage) -> None:
+        for i in range(4):
+            store.list_create(f"k{i}", 60, "m", scopes=("all", "o"), score=i)
+        assert store.delete("k1")
+        assert store.index_page("all", 10) == [(3, "k3"), (2, "k2"), (0, "k0")]
+        assert store.index_count("all") == 3 and store.index_count("o") == 3
+        store.set_with_ttl("k2", 60, "a string now")
+        assert store.index_page("o", 10) == [(3, "k3"), (0, "k0")]
+        assert store.index_page("all", 10) == [(3, "k3"), (0, "k0")]
+        assert store.index_count("all") == 2  # exact once a page has walked past it
+        # a new list under a used name is filed only where its creation says
+        assert store.delete("k2")
+        assert store.list_create("k2", 60, "m", scopes=("other",), score=50)
+        assert store.index_page("all", 10) == [(3, "k3"), (0, "k0")]
+        assert store.index_page("other", 10) == [(50, "k2")]
+
+    def test_index_never_shows_expired_lists(self, store: Storage) -> None:
+        store.list_create("short", 0.05, "m", scopes=("all", "o"), score=100)
+        store.list_create("long", 60, "m", scopes=("all",), score=1)
+        store.list_create("moved", 0.05, "m", scopes=("all",), score=50)
+        assert store.expire("moved", 60)
+        store.list_create("kept", 0.05, "m", scopes=("all",), score=40)
+        store.list_append("kept", "t", max_items=5, ttl_seconds=60)  # the TTL follows the list
+        assert store.index_count("all") == 4
+        time.sleep(0.12)
+        assert store.index_count("all") == 3
+        assert store.index_count("o") == 0
+        assert store.index_page("all", 10) == [(50, "moved"), (40, "kept"), (1, "long")]
+        assert store.index_page("o", 10) == []
+        # the name is free again, and a new list there is filed afresh
+        assert store.list_create("short", 60, "m", scopes=("all",), score=7)
+        assert store.index_page("all", 10, (40, "kept")) == [(7, "short"), (1, "long")]
+        assert store.index_count("o") == 0
+
+    def test_index_put_files_an_existing_list(self, store: Storage) -> None:
+        assert store.index_put("missing", ["all"], 1) is False
+        store.list_create("l", 60, "m")
+        store.list_create("f", 60, "m", scopes=["all"], score=5)
+        assert store.index_put("l", ["all"], 7) is True
+        assert store.index_put("l", ["all"], 8) is True  # again: re-scored, not doubled
+        assert store.index_page("all", 10) == [(8, "l"), (5, "f")]
+        assert store.index_put("f", ["o"], 9) is True  # adds a scope, re-scores the old ones
+        assert store.index_page("all", 10) == [(9, "f"), (8, "l")]
+        assert store.index_page("o", 10) == [(9, "f")]
+        assert store.index_count("all") == 2
+        store.list_append("f", "t", max_items=5, ttl_seconds=60, score=11)
+        assert store.index_page("o", 10) == [(11, "f")]
+        store.set_with_ttl("s", 60, "v")
+        with pytest.raises(WrongType):
+            store.index_put("s", ["all"], 1)
+
+    @pytest.mark.parametrize(
+        "kwargs",
+        [
+            {"scopes": "all"},
+            {"scopes": ["a", "a"]},
+            {"scopes": [""]},
+            {"scopes": ["a\x00b"]},
+            {"scopes": [1]},
+            {"scopes": ["s" * 201]},
+            {"scopes": [f"s{i}" for i in range(9)]},
+            {"scopes": ["a"], "score": -1},
+            {"scopes": ["a"], "score": 2**53},
+            {"scopes": ["a"], "score": 1.5},
+            {"scopes": ["a"], "score": True},
+        ],
+    )
+    def test_bad_index_arguments_are_refused(
+        self, store: Storage, kwargs: dict[str, object]
+    ) -> None:
+        with pytest.raises(InvalidInput):
+            store.list_create("l", 60, "m", **kwargs)  # type: ignore[arg-type]
+        assert store.list_range("l") == []
+        store.list_create("l", 60, "m")
+        with pytest.raises(InvalidInput):
+            store.list_append("l", "x", max_items=5, ttl_seconds=60, score=-1)
+        assert store.list_range("l") == ["m"]
+
+    @pytest.mark.parametrize(
+        "args",
+        [("", 10), (None, 10), ("all", 0), ("all", 1001), ("all", "10"), ("all", 10, (1,)),
+         ("all", 10, (1.5, "k")), ("all", 10, (1, "")), ("all", 10, "k")],
+    )  # fmt: skip
+    def test_bad_index_page_arguments_are_refused(
+        self, store: Storage, args: tuple[object, ...]
+    ) -> None:
+        with pytest.raises(InvalidInput):
+            store.index_page(*args)  # type: ignore[arg-type]
+
+    @pytest.mark.parametrize("scope", ["", None, 1, "a\x00", "s" * 201])
+    def test_bad_index_count_scope_is_refused(self, store: Storage, scope: object) -> None:
+        with pytest.raises(InvalidInput):
+            store.index_count(scope)  # type: ignore[arg-type]
 
     # -- concurrency --------------------------------------------------------------------------
     def test_concurrent_appends_lose_nothing(self, store: Storage) -> None:
@@ -344,3 +493,108 @@ class StorageContract:
             t.join()
         assert sorted(wins) == [False] * 7 + [True]
         assert len(store.list_range("l")) == 1
+
+    # -- list_pop and list_append_many (the Agents session's pop_item and add_items) ----------
+    def test_list_pop_takes_the_last_item(self, store: Storage) -> None:
+        assert store.list_pop("nope", ttl_seconds=60) is None
+        store.list_create("l", 5, "meta")
+        store.list_append("l", "a", max_items=10, ttl_seconds=5)
+        store.list_append("l", "b", max_items=10, ttl_seconds=5)
+        assert store.list_pop("l", ttl_seconds=500) == "b"
+        left = store.ttl("l")
+        assert left is not None and 490 < left <= 500  # a write refreshes the TTL
+        assert store.list_pop("l", ttl_seconds=60) == "a"
+        assert store.list_pop("l", ttl_seconds=60) is None  # item 0 stays: lists are never empty
+        assert store.list_range("l") == ["meta"]
+        assert store.list_append("l", "c", max_items=10, ttl_seconds=60) == 2
+        assert store.list_range("l") == ["meta", "c"]
+        store.set_with_ttl("s", 60, "v")
+        with pytest.raises(WrongType):
+            store.list_pop("s", ttl_seconds=60)
+        assert store.get("s") == "v"
+
+    def test_list_append_many_is_all_or_nothing(self, store: Storage) -> None:
+        many = ["ünïcødé 🧵", "", '{"json": true}', "x" * 100_000] + [f"i{i}" for i in range(2500)]
+        assert store.list_append_many("nope", ["a"], max_items=10, ttl_seconds=60) == APPEND_MISSING
+        assert store.exists("nope") is False
+        store.list_create("l", 5, "meta")
+        assert store.list_append_many("l", many, max_items=10_000, ttl_seconds=500) == 1 + len(many)
+        left = store.ttl("l")
+        assert left is not None and 490 < left <= 500
+        assert store.list_range("l") == ["meta", *many]
+        store.list_create("f", 60, "meta")
+        assert store.list_append_many("f", ["a", "b"], max_items=3, ttl_seconds=60) == 3
+        assert store.list_append_many("f", ["c"], max_items=3, ttl_seconds=60) == APPEND_FULL
+        assert store.list_append_many("f", ("c", "d"), max_items=4, ttl_seconds=60) == APPEND_FULL
+        assert store.list_range("f") == ["meta", "a", "b"]
+        store.set_with_ttl("s", 60, "v")
+        with pytest.raises(WrongType):
+            store.list_append_many("s", ["x"], max_items=10, ttl_seconds=60)
+
+    @pytest.mark.parametrize("values", [[], "ab", None, ["ok", 1], [b"x"]], ids=repr)
+    def test_list_append_many_bad_values(self, store: Storage, values: object) -> None:
+        store.list_create("l", 60, "m")
+        with pytest.raises(InvalidInput, match="values"):
+            store.list_append_many("l", values, max_items=10, ttl_seconds=60)  # type: ignore[arg-type]
+        for ttl in (0, None):
+            with pytest.raises(InvalidInput, match="ttl"):
+                store.list_pop("l", ttl_seconds=ttl)  # type: ignore[arg-type]
+        for key in ("", "a\x00b"):
+            with pytest.raises(InvalidInput, match="key"):
+                store.list_pop(key, ttl_seconds=60)
+        assert store.list_range("l") == ["m"]
+
+    def test_concurrent_append_many_and_pop_keep_batches_whole(self, store: Storage) -> None:
+        store.list_create("l", 60, "meta")
+        errors: list[BaseException] = []
+        popped: list[str] = []
+
+        def writer(w: int) -> None:
+            try:
+                for i in range(20):
+                    batch = [f"{w}:{i}:{j}" for j in range(5)]
+                    assert store.list_append_many("l", batch, max_items=10_000, ttl_seconds=60) > 5
+            except BaseException as exc:  # surfaced below
+                errors.append(exc)
+
+        def popper() -> None:
+            try:
+                for _ in range(30):
+                    item = store.list_pop("l", ttl_seconds=60)
+                    if item is not None:
+                        popped.append(item)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+        threads.append(threading.Thread(target=popper))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        items = store.list_range("l")[1:]
+        assert len(items) + len(popped) == 4 * 20 * 5
+        assert sorted(items + popped) == sorted(
+            f"{w}:{i}:{j}" for w in range(4) for i in range(20) for j in range(5)
+        )
+        # what is left of each batch is its first items, contiguous and in order
+        batches: dict[str, list[tuple[int, int]]] = {}
+        for n, item in enumerate(items):
+            w, i, j = item.split(":")
+            batches.setdefault(f"{w}:{i}", []).append((n, int(j)))
+        for entries in batches.values():
+            first = entries[0][0]
+            assert entries == [(first + k, k) for k in range(len(entries))]
+
+    def test_list_pop_and_append_many_keep_the_index_in_step(self, store: Storage) -> None:
+        store.list_create("many", 0.05, "m", scopes=("all",), score=10)
+        store.list_create("popped", 0.05, "m", scopes=("all",), score=20)
+        store.list_append("popped", "t", max_items=5, ttl_seconds=0.05)
+        store.list_create("short", 0.05, "m", scopes=("all",), score=30)
+        assert store.list_append_many("many", ["a", "b"], max_items=5, ttl_seconds=60, score=40)
+        assert store.list_pop("popped", ttl_seconds=60) == "t"  # the score stays
+        assert store.index_page("all", 10) == [(40, "many"), (30, "short"), (20, "popped")]
+        time.sleep(0.12)
+        assert store.index_count("all") == 2  # the index expiry followed the new TTLs
+        assert store.index_page("all", 10) == [(40, "many"), (20, "popped")]

@@ -90,3 +90,23 @@ async def test_event_loop_stays_responsive(astore: AsyncThreadStore) -> None:
     stop.set()
     await task
     assert ticks > 0
+
+
+async def test_index_pages_counts_exports_and_reindex(astore: AsyncThreadStore) -> None:
+    """The activity index through the async side: several export pages, cursors, reindex."""
+    ids = [await astore.create_thread("chat") for _ in range(130)]  # > one export page (100)
+    await astore.add_turn(ids[0], "user", "latest")
+    assert await astore.count_threads() == 130
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = await astore.list_threads(limit=40, cursor=cursor)
+        seen += [t.thread_id for t in page.threads]
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert seen[0] == ids[0] and sorted(seen) == sorted(ids)
+    lines = [line async for line in astore.export_threads()]
+    assert len(lines) == 130 and ids[0] in lines[-1]  # oldest activity first
+    assert await astore.reindex() == 130  # idempotent: filed again, nothing doubled
+    assert await astore.count_threads() == 130

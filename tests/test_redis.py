@@ -91,7 +91,34 @@ class TestCommands:
         c = Commands("ns")
         assert c.get("k").args == ("GET", "ns:k")
         assert c.set_with_ttl("k", 1.5, "v").args == ("SET", "ns:k", "v", "PX", 1500)
-        assert c.expire("k", 0.001).args == ("PEXPIRE", "ns:k", 1)
+        expire = c.expire("k", 0.001).args
+        assert expire[0] == "EVALSHA" and expire[2:6] == (2, "ns:k", "ns:\x00m{ns#0}", 1)
+
+    def test_index_layout_shares_a_hash_tag_with_the_list(self) -> None:
+        """notes/index.md: with ``tagged`` a list, its membership hash and its scopes' sorted
+        sets carry one hash tag (one Cluster slot); without, data keys keep their old names."""
+        plain = Commands("ns")
+        assert plain.key("thread:x") == "ns:thread:x"
+        assert plain.index_names(0) == ("ns:\x00m{ns#0}", "ns:\x00a{ns#0}", "ns:\x00e{ns#0}")
+        c = Commands("ns", partitions=16, tagged=True)
+        part = c.partition("thread:x")
+        assert 0 <= part < 16 and part == c.partition("thread:x")
+        tag = "{ns#" + str(part) + "}"
+        assert c.key("thread:x") == "ns:" + tag + "thread:x"
+        create = c.list_create("thread:x", 60, "m", scopes=("threads", "owner:a"), score=5)
+        n_keys = create.args[2]
+        keys = create.args[3 : 3 + n_keys]
+        assert n_keys == 6 and all(tag in k for k in keys)
+        assert keys[2:] == (
+            "ns:\x00a" + tag + "threads", "ns:\x00e" + tag + "threads",
+            "ns:\x00a" + tag + "owner:a", "ns:\x00e" + tag + "owner:a",
+        )  # fmt: skip
+        assert len(c.index_page("threads", 10).cmds) == 16
+        assert c.scan_match("thread:") == "ns:{ns#*}thread:*"
+        page = c.scan_page(c.scan_match(), 0)
+        assert page.parse((b"0", [b"ns:{ns#3}thread:y", b"ns:\x00m{ns#3}"])) == (0, ["thread:y"])
+        with pytest.raises(ConfigError):
+            Commands("ns", partitions=0)
 
     @pytest.mark.parametrize(
         ("start", "stop", "lrange"),
@@ -230,13 +257,22 @@ def test_list_append_and_get_are_one_round_trip(store: RedisStorage, raw: redis.
         return {k: v for k, v in _commands(raw).items() if k not in ("info", "config|resetstat")}
 
     append = served(lambda: store.list_append("l", "x", max_items=10, ttl_seconds=60))
-    assert append == {"evalsha": 1, "llen": 1, "rpush": 1, "pexpire": 1}  # one request
+    assert append == {"evalsha": 1, "llen": 1, "rpush": 1, "pexpire": 1, "hget": 1}  # one request
     assert served(lambda: store.get("k")) == {"get": 1}
     assert served(lambda: store.set_with_ttl("k", 60, "v")) == {"set": 1}
     assert served(lambda: store.list_range("l")) == {"lrange": 1}
     assert served(lambda: store.list_create("m", 60, "x")) == {
-        "evalsha": 1, "exists": 1, "rpush": 1, "pexpire": 1
+        "evalsha": 1, "exists": 1, "rpush": 1, "pexpire": 1, "hget": 1
     }  # fmt: skip
+    # Filed in the activity index: still one request each.
+    assert served(
+        lambda: store.list_create("f", 60, "x", scopes=("threads",), score=1)
+    ) == {"evalsha": 1, "exists": 1, "rpush": 1, "pexpire": 1, "hget": 1, "hset": 1, "time": 1,
+          "zadd": 2, "zrangebyscore": 1}  # fmt: skip
+    filed_append = served(
+        lambda: store.list_append("f", "t", max_items=10, ttl_seconds=60, score=2)
+    )
+    assert filed_append.pop("evalsha") == 1 and "zadd" in filed_append
 
 
 def test_foreign_values(store: RedisStorage, raw: redis.Redis) -> None:

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from threadstore import (
     InvalidInput,
     Storage,
     StorageUnavailable,
+    ThreadStore,
+    ThreadstoreError,
     _sqlite,
     load_settings,
     open_storage,
@@ -304,7 +307,10 @@ def dump(path: Path) -> dict[str, list[Any]]:
     c = raw(path)
     out = {
         "namespace": c.execute("SELECT * FROM namespace ORDER BY id").fetchall(),
-        "kv": c.execute("SELECT * FROM kv ORDER BY id").fetchall(),
+        # the columns every schema version has (v3 adds the index's scope and score)
+        "kv": c.execute(
+            "SELECT id, ns, key, value, length, expires_at FROM kv ORDER BY id"
+        ).fetchall(),
         "item": c.execute("SELECT list_id, idx, value FROM item ORDER BY list_id, idx").fetchall(),
     }
     c.close()
@@ -324,7 +330,7 @@ def test_v1_file_is_migrated_in_place_keeping_every_key_and_item(db: Path) -> No
     assert len(before["item"]) == sum(map(len, V1_LISTS.values())) + 3
     s = open_file(db)
     c = raw(db)
-    assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     assert c.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
     assert c.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     c.close()
@@ -333,7 +339,7 @@ def test_v1_file_is_migrated_in_place_keeping_every_key_and_item(db: Path) -> No
     assert "item_v2" not in layout and "WITHOUT ROWID" not in layout["item"].upper()
     assert layout["item_pos"] == "CREATE UNIQUE INDEX item_pos ON item (list_id, idx)"
     assert {"kv_list_deleted", "kv_list_replaced", "kv_expires_at"} <= layout.keys()
-    assert s.stats()["schema_version"] == 2
+    assert s.stats()["schema_version"] == 3
     for key, value in V1_STRINGS.items():
         assert s.get(key) == value
     for key, items in V1_LISTS.items():
@@ -504,6 +510,7 @@ def test_item_is_only_ever_reached_through_its_index(
     # The triggers' statement (what delete, set_with_ttl and the sweep run on item).
     bodies = conn.execute(
         "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'kv'"
+        " AND name LIKE 'kv_list_%'"
     ).fetchall()
     assert len(bodies) == 2
     for (sql,) in bodies:
@@ -837,3 +844,125 @@ def test_file_size_plateaus_under_churn(db: Path) -> None:
     assert (db.parent / "threads.db-wal").stat().st_size <= 16 << 20
     assert s.stats()["keys"] < 2000
     s.close()
+
+
+# -- schema v3: the activity index -------------------------------------------------------------
+_V3_OBJECTS = (
+    "TRIGGER kv_ix_deleted", "TRIGGER kv_ix_replaced", "TRIGGER ix_added", "TRIGGER ix_removed",
+    "TRIGGER kv_scope_added", "TRIGGER kv_scope_removed", "TRIGGER kv_scope_changed",
+    "INDEX kv_page", "TABLE ix", "TABLE scope",
+)  # fmt: skip
+
+
+def make_v2_file_with_threads(path: Path) -> dict[str, list[str]]:
+    """A version-2 file holding real threads (two namespaces, one expired thread, one damaged,
+    one string under a thread key), as a v2 release left it: threads written through the API,
+    then every v3 object dropped. Returns the live thread ids per namespace, newest first."""
+    expected: dict[str, list[str]] = {}
+    for namespace in ("test", "other"):
+        s = open_file(path, namespace)
+        store = ThreadStore(s, ttl_seconds=600, max_turns=50)
+        ids = [store.create_thread(f"tool{i}") for i in range(6)]
+        for i, tid in enumerate(ids):
+            for n in range(i % 3):
+                store.add_turn(tid, "user", f"turn {n}")
+        store.add_turn(ids[0], "assistant", "the most recent activity")
+        threads = [store.require_thread(tid) for tid in ids]
+        order = [
+            t.thread_id
+            for t in sorted(threads, key=lambda t: (t.last_updated_at, t.thread_id), reverse=True)
+        ]
+        assert order[0] == ids[0]
+        if namespace == "test":
+            gone = ThreadStore(s, ttl_seconds=0.01, max_turns=5).create_thread("short")
+            s.list_create("thread:" + str(uuid.uuid4()), 600, "{not json")
+            s.set_with_ttl("thread:" + str(uuid.uuid4()), 600, "a string")
+            assert gone not in order
+        expected[namespace] = order
+        s.close()
+    c = raw(path)
+    c.execute("BEGIN")
+    for obj in _V3_OBJECTS:
+        c.execute(f"DROP {obj}")
+    c.execute("ALTER TABLE kv DROP COLUMN scope")
+    c.execute("ALTER TABLE kv DROP COLUMN score")
+    c.execute("PRAGMA user_version = 2")
+    c.execute("COMMIT")
+    c.close()
+    time.sleep(0.02)  # the short thread's TTL has passed
+    return expected
+
+
+def test_v2_file_with_threads_is_migrated_and_its_threads_listed(db: Path) -> None:
+    expected = make_v2_file_with_threads(db)
+    layout = {name for _, name, _ in schema(db)}
+    assert "ix" not in layout and "scope" not in layout
+    before = dump(db)
+    for namespace, order in expected.items():
+        s = open_file(db, namespace)
+        assert s.stats()["schema_version"] == SCHEMA_VERSION == 3
+        store = ThreadStore(s, ttl_seconds=600, max_turns=50)
+        assert store.count_threads() == len(order)
+        assert [t.thread_id for t in store.list_threads().threads] == order
+        first = store.list_threads(limit=2)
+        rest = store.list_threads(limit=10, cursor=first.next_cursor)
+        assert [t.thread_id for t in first.threads + rest.threads] == order
+        # the migrated threads keep moving with new turns
+        store.add_turn(order[-1], "user", "back to the top")
+        assert store.list_threads(limit=1).threads[0].thread_id == order[-1]
+        s.close()
+    c = raw(db)
+    assert c.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    c.close()
+    after = dump(db)
+    assert after["namespace"] == before["namespace"]
+
+
+def test_v2_to_v3_migration_is_one_transaction(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_v2_file_with_threads(db)
+    before, layout = dump(db), schema(db)
+
+    def broken(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO scope (ns, name) VALUES (1, 'half-done')")
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setitem(_sqlite._MIGRATION_HOOKS, 3, broken)
+    with pytest.raises(ThreadstoreError):
+        open_file(db)
+    assert dump(db) == before and schema(db) == layout  # nothing of v3 was left behind
+    c = raw(db)
+    assert c.execute("PRAGMA user_version").fetchone()[0] == 2
+    c.close()
+    monkeypatch.undo()
+    s = open_file(db)
+    assert ThreadStore(s, ttl_seconds=600, max_turns=50).count_threads() == 6
+    s.close()
+
+
+def test_index_statements_use_their_indexes(store: SQLiteStorage) -> None:
+    store.list_create("l", 60, "m", scopes=("all", "more"), score=1)
+    conn = store._conn()
+    expected = {
+        "page": ["USING INDEX kv_page (scope=? AND (score,key)<(?,?))",
+                 "USING COVERING INDEX ix_page (scope=? AND (score,key)<(?,?))"],
+        "count": ["SEARCH kv USING INDEX kv_expires_at (expires_at<?)"],
+        "append": ["SEARCH ix USING COVERING INDEX ix_list (list_id=?)"],
+    }  # fmt: skip
+    statements = {
+        "page": "SELECT * FROM (SELECT kv.score, kv.key FROM kv WHERE kv.scope = ?"
+        " AND kv.expires_at > ? AND (kv.score, kv.key) < (?, ?)"
+        " ORDER BY kv.score DESC, kv.key DESC LIMIT 5)"
+        " UNION ALL SELECT * FROM (SELECT ix.score, ix.key FROM ix CROSS JOIN kv"
+        " ON kv.id = ix.list_id WHERE ix.scope = ? AND kv.expires_at > ?"
+        " AND (ix.score, ix.key) < (?, ?) ORDER BY ix.score DESC, ix.key DESC LIMIT 5)"
+        " ORDER BY 1 DESC, 2 DESC LIMIT 5",
+        "count": "SELECT count(*) FROM kv WHERE kv.expires_at <= ? AND +kv.scope = ?",
+        "append": "UPDATE ix SET score = ? WHERE list_id = ?",
+    }
+    for name, sql in statements.items():
+        params = (1,) * sql.count("?")
+        plan = " | ".join(str(r[-1]) for r in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
+        for part in expected[name]:
+            assert part in plan, (name, plan)
+        # no table walked whole (merging the two short pages sorts at most 2 x limit rows)
+        assert "SCAN kv" not in plan and "SCAN ix" not in plan, (name, plan)

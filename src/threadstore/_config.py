@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypedDict
 
 from ._errors import ConfigError
 from ._redact import redact_url
@@ -16,7 +16,10 @@ from ._redact import redact_url
 DEFAULT_TIMEOUT_HOURS = 3.0
 DEFAULT_MAX_TURNS = 50
 DEFAULT_NAMESPACE = "threadstore"
-SCHEMES = ("memory", "sqlite", "redis", "rediss", "unix")
+SCHEMES = (
+    "memory", "sqlite", "redis", "rediss", "unix",
+    "redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster",
+)  # fmt: skip
 _NAMESPACE_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 Fallback = Literal["memory", "fail"]
@@ -32,7 +35,21 @@ class Settings:
     namespace: str = DEFAULT_NAMESPACE
     fallback: Fallback = "memory"
     auth_token: str | None = None
+    auth_tokens_file: Path | None = None
+    """THREADSTORE_AUTH_TOKENS_FILE: one principal per line (see _auth.py)."""
+    oauth_issuer: str | None = None
+    oauth_audience: str | None = None
+    oauth_jwks: str | None = None
+    """THREADSTORE_OAUTH_JWKS: an http(s) URL or the path of a local JWKS file."""
+    oauth_admin_scope: str = "admin"
+    oauth_resource: str | None = None
+    """THREADSTORE_OAUTH_RESOURCE: this server's public URL (…/mcp) for the protected-resource
+    metadata; default: the audience when it is a URL, else the address served."""
     state_dir: Path = field(default_factory=lambda: Path.home() / ".local/state/threadstore")
+
+    @property
+    def oauth_enabled(self) -> bool:
+        return self.oauth_issuer is not None
 
     @property
     def timeout_hours(self) -> float:
@@ -92,8 +109,105 @@ def check_url(value: str, var: str = "THREADSTORE_URL") -> str:
     return value
 
 
-def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate every threadstore variable. Raises ConfigError naming the bad one."""
+def _http_url(value: str, var: str) -> str:
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme.lower() not in ("https", "http") or not rest.strip("/"):
+        raise _bad(var, value, "an https:// URL")
+    return value
+
+
+class _OAuth(TypedDict):
+    oauth_issuer: str | None
+    oauth_audience: str | None
+    oauth_jwks: str | None
+    oauth_resource: str | None
+    oauth_admin_scope: str
+
+
+def _oauth(val: Callable[[str], str | None]) -> _OAuth:
+    names = ("THREADSTORE_OAUTH_ISSUER", "THREADSTORE_OAUTH_AUDIENCE", "THREADSTORE_OAUTH_JWKS")
+    issuer, audience, jwks = (val(name) for name in names)
+    given = [name for name, value in zip(names, (issuer, audience, jwks), strict=True) if value]
+    if given and len(given) != len(names):
+        missing = ", ".join(n for n in names if n not in given)
+        raise ConfigError(f"OAuth needs all three of {', '.join(names)}: {missing} is not set")
+    if issuer is not None:
+        _http_url(issuer, "THREADSTORE_OAUTH_ISSUER")
+    if jwks is not None and "://" in jwks:
+        _http_url(jwks, "THREADSTORE_OAUTH_JWKS")
+    resource = val("THREADSTORE_OAUTH_RESOURCE")
+    if resource is not None:
+        _http_url(resource, "THREADSTORE_OAUTH_RESOURCE")
+    scope = val("THREADSTORE_OAUTH_ADMIN_SCOPE")
+    if scope is not None and (len(scope.split()) != 1 or len(scope) > 200):
+        raise _bad("THREADSTORE_OAUTH_ADMIN_SCOPE", scope, "one scope name without spaces")
+    return {
+        "oauth_issuer": issuer,
+        "oauth_audience": audience,
+        "oauth_jwks": jwks,
+        "oauth_resource": resource,
+        "oauth_admin_scope": scope or "admin",
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class CompatSettings:
+    """The original conversation-memory module's two settings, read the way it read them: a bad
+    value is not an error but a warning (in ``warnings``) and the default."""
+
+    max_turns: int = DEFAULT_MAX_TURNS
+    timeout_hours: int | float = 3
+    warnings: tuple[str, ...] = ()
+
+
+def load_compat_settings(environ: Mapping[str, str] | None = None) -> CompatSettings:
+    """MAX_CONVERSATION_TURNS and CONVERSATION_TIMEOUT_HOURS for ``threadstore.compat``.
+
+    Unset or blank means the default. Unlike the original, a fractional number of hours is
+    honoured (1.5 is ninety minutes); whole numbers stay ints, as the original's were."""
+    env = os.environ if environ is None else environ
+    warnings: list[str] = []
+
+    raw_turns = (env.get("MAX_CONVERSATION_TURNS") or "").strip()
+    max_turns = DEFAULT_MAX_TURNS
+    if raw_turns:
+        try:
+            max_turns = int(raw_turns)
+        except ValueError:
+            max_turns = 0
+        if not 1 <= max_turns <= 1 << 40:
+            warnings.append(
+                f"Invalid MAX_CONVERSATION_TURNS value ({raw_turns!r}): expected a whole number"
+                f" of turns from 1 to 2**40; using the default of {DEFAULT_MAX_TURNS} turns"
+            )
+            max_turns = DEFAULT_MAX_TURNS
+
+    raw_hours = (env.get("CONVERSATION_TIMEOUT_HOURS") or "").strip()
+    default_hours = int(DEFAULT_TIMEOUT_HOURS)
+    hours: int | float = default_hours
+    if raw_hours:
+        try:
+            hours = parse_timeout_hours(raw_hours)
+        except ConfigError:
+            warnings.append(
+                f"Invalid CONVERSATION_TIMEOUT_HOURS value ({raw_hours!r}): expected a positive"
+                f" number of hours up to 87600, e.g. 3 or 1.5; using the default of"
+                f" {default_hours} hours"
+            )
+            hours = default_hours
+        else:
+            hours = int(hours) if float(hours).is_integer() else hours
+    return CompatSettings(max_turns=max_turns, timeout_hours=hours, warnings=tuple(warnings))
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, *, conversation_limits: bool = True
+) -> Settings:
+    """Read and validate every threadstore variable. Raises ConfigError naming the bad one.
+
+    With ``conversation_limits=False`` CONVERSATION_TIMEOUT_HOURS and MAX_CONVERSATION_TURNS are
+    not read (the defaults stand): ``threadstore.compat`` reads those two itself, forgivingly,
+    and must still open the store when they hold something it warned about."""
     env = os.environ if environ is None else environ
 
     def val(name: str) -> str | None:
@@ -109,11 +223,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         url = check_url(raw, "REDIS_URL")
 
     hours = DEFAULT_TIMEOUT_HOURS
-    if (raw := val("CONVERSATION_TIMEOUT_HOURS")) is not None:
+    if conversation_limits and (raw := val("CONVERSATION_TIMEOUT_HOURS")) is not None:
         hours = parse_timeout_hours(raw)
 
     max_turns = DEFAULT_MAX_TURNS
-    if (raw := val("MAX_CONVERSATION_TURNS")) is not None:
+    if conversation_limits and (raw := val("MAX_CONVERSATION_TURNS")) is not None:
         max_turns = parse_max_turns(raw)
 
     namespace = DEFAULT_NAMESPACE
@@ -133,6 +247,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         base = Path(home) if home else Path.home()
         state_dir = base / ".local" / "state" / "threadstore"
 
+    tokens_file = None
+    if (raw := val("THREADSTORE_AUTH_TOKENS_FILE")) is not None:
+        tokens_file = Path(os.path.expanduser(raw))
+
     return Settings(
         url=url,
         ttl_seconds=hours * 3600,
@@ -140,5 +258,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         namespace=namespace,
         fallback=fallback,
         auth_token=val("THREADSTORE_AUTH_TOKEN"),
+        auth_tokens_file=tokens_file,
         state_dir=state_dir,
+        **_oauth(val),
     )

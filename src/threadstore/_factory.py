@@ -102,15 +102,16 @@ def open_storage(
         return MemoryStorage(namespace=namespace)
 
 
-def get_storage_backend() -> Storage:
-    """The process-wide store configured from the environment (created on first use)."""
+def get_storage_backend(settings: Settings | None = None) -> Storage:
+    """The process-wide store configured from the environment (created on first use).
+    ``settings``, when given, replaces the environment for that first creation only."""
     global _singleton
     store = _singleton
     if store is not None:
         return store
     with _singleton_lock:
         if _singleton is None:
-            _singleton = open_storage()
+            _singleton = open_storage(settings=settings)
         return _singleton
 
 

@@ -31,3 +31,13 @@ def check_thread_id(thread_id: object, what: str = "thread id") -> str:
 
 def thread_key(thread_id: str) -> str:
     return KEY_PREFIX + thread_id
+
+
+ALL_THREADS = "threads"
+"""The activity index scope holding every thread (notes/index.md)."""
+OWNER_SCOPE_PREFIX = "owner:"
+
+
+def owner_scope(principal: str) -> str:
+    """The index scope holding the threads of one principal."""
+    return OWNER_SCOPE_PREFIX + principal

@@ -12,25 +12,42 @@ import base64
 import binascii
 import json
 import logging
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from . import _auth
 from ._errors import (
     CorruptData,
     InvalidInput,
+    InvalidThreadId,
     StorageUnavailable,
     ThreadFull,
     ThreadNotFound,
     ThreadstoreError,
+    WrongType,
 )
-from ._history import HistoryBuilder, TokenCounter
-from ._ids import KEY_PREFIX, check_thread_id, new_thread_id, thread_key
+from ._history import TokenCounter, build_history
+from ._ids import (
+    ALL_THREADS,
+    KEY_PREFIX,
+    check_thread_id,
+    new_thread_id,
+    owner_scope,
+    thread_key,
+)
 from ._models import ROLES, History, Thread, ThreadMeta, ThreadPage, ThreadSummary, Turn, utcnow
-from ._storage import APPEND_FULL, APPEND_MISSING, check_text, check_ttl
+from ._storage import (
+    APPEND_FULL,
+    APPEND_MISSING,
+    check_key,
+    check_scope,
+    check_text,
+    check_ttl,
+)
 
 T = TypeVar("T")
 log = logging.getLogger("threadstore")
@@ -41,8 +58,10 @@ DEFAULT_MAX_METADATA_BYTES = 64 * 1024
 """Largest turn ``metadata`` or thread ``initial_context`` (JSON, UTF-8 bytes)."""
 MAX_NAME_LENGTH = 200
 """Longest tool, provider or model name."""
-HISTORY_MAX_DEPTH = 20
-"""Threads of a parent chain build_history walks at most (as get_thread_chain's default)."""
+CHAIN_DEPTH = 20
+"""How many threads of a parent chain build_history walks."""
+EXPORT_PAGE = 100
+"""Threads read per index page while exporting: the export holds at most this many ids."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,16 +86,61 @@ def _text(value: object, what: str, *, limit: int | None = None, empty: bool = T
     return check_text(value, what)
 
 
-def _name(value: object, what: str) -> str | None:
-    return None if value is None else _text(value, what, limit=MAX_NAME_LENGTH, empty=False)
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """What the write operations accept besides sizes. ``STRICT`` is the library's own API;
+    ``LENIENT`` is what ``threadstore.compat`` needs to accept every input the original module
+    accepted. Stored threads look the same either way, so every reader serves both."""
+
+    roles: frozenset[str] | None = frozenset(ROLES)
+    """Allowed turn roles; None accepts any string."""
+    max_name_length: int | None = MAX_NAME_LENGTH
+    """Longest tool, provider or model name (None: no limit but the turn size)."""
+    empty_names: bool = False
+    """Whether a tool, provider or model name may be empty."""
+    max_path_length: int | None = 4096
+    """Longest entry of ``files`` / ``images`` (None: no limit); entries may then be empty."""
+    check_id: Callable[[object, str], str] = check_thread_id
+    """Accepts or refuses (InvalidThreadId) a thread id given by the caller."""
+    strict_parent: bool = True
+    """When False, any string is kept as ``parent_thread_id`` without checking it."""
 
 
-def _str_list(value: object, what: str) -> list[str] | None:
+STRICT = Rules()
+
+
+def _any_string(thread_id: object, what: str = "thread id") -> str:
+    """Compat's id rule: any non-empty string, kept exactly as given. The original module stored
+    whatever id its ``uuid.uuid4()`` returned (its users' tests patch it to fixed strings) and
+    answered None/False for non-UUIDs before reaching storage; compat keeps that check itself."""
+    if type(thread_id) is not str or not thread_id:
+        return check_thread_id(thread_id, what)  # raises InvalidThreadId with the usual message
+    return check_text(thread_id, what)
+
+
+LENIENT = Rules(
+    roles=None,
+    max_name_length=None,
+    empty_names=True,
+    max_path_length=None,
+    check_id=_any_string,
+    strict_parent=False,
+)
+
+
+def _name(value: object, what: str, rules: Rules = STRICT) -> str | None:
+    if value is None:
+        return None
+    return _text(value, what, limit=rules.max_name_length, empty=rules.empty_names)
+
+
+def _str_list(value: object, what: str, rules: Rules = STRICT) -> list[str] | None:
     if value is None:
         return None
     if not isinstance(value, list | tuple):
         raise InvalidInput(f"{what} must be a list of str, got {type(value).__name__}")
-    return [_text(v, f"{what}[{i}]", limit=4096, empty=False) for i, v in enumerate(value)]
+    limit = rules.max_path_length
+    return [_text(v, f"{what}[{i}]", limit=limit, empty=limit is None) for i, v in enumerate(value)]
 
 
 def _json_dict(value: object, what: str, limit: int) -> dict[str, Any] | None:
@@ -99,6 +163,14 @@ def _json_dict(value: object, what: str, limit: int) -> dict[str, Any] | None:
     if any(type(k) is not str for k in value):
         raise InvalidInput(f"{what} keys must be str")
     return dict(value)
+
+
+def _is_id(rules: Rules, value: str) -> bool:
+    try:
+        rules.check_id(value, "thread id")
+    except InvalidThreadId:
+        return False
+    return True
 
 
 def _decode_meta(raw: str, thread_id: str) -> ThreadMeta:
@@ -136,6 +208,9 @@ def _decode_thread(items: list[str], thread_id: str) -> Thread:
         tool_name=meta.tool_name,
         initial_context=meta.initial_context,
         turns=turns,
+        owner=meta.owner,
+        session_fingerprint=meta.session_fingerprint,
+        client_friendly_name=meta.client_friendly_name,
     )
 
 
@@ -170,7 +245,8 @@ def _reason(exc: Exception) -> str:
 
 
 def _micros(stamp: datetime) -> int:
-    return int(stamp.timestamp()) * 1_000_000 + stamp.microsecond
+    """A timestamp as the index score: microseconds since the epoch (0 for earlier times)."""
+    return max(0, int(stamp.timestamp()) * 1_000_000 + stamp.microsecond)
 
 
 def _encode_cursor(micros: int, thread_id: str) -> str:
@@ -178,13 +254,18 @@ def _encode_cursor(micros: int, thread_id: str) -> str:
 
 
 def _decode_cursor(cursor: object) -> tuple[int, str]:
-    if type(cursor) is not str or len(cursor) > 200:
+    # The id is any thread key's id (compat stores ids that are not UUIDs): it only positions
+    # the next page, so it is checked as a storage key, not as a UUID.
+    if type(cursor) is not str or len(cursor) > 1500:
         raise InvalidInput("cursor must be the next_cursor string of a previous page")
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         micros, _, thread_id = raw.partition(":")
-        return int(micros), check_thread_id(thread_id)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        check_key(thread_key(thread_id))
+        if not thread_id or int(micros) < 0:
+            raise ValueError("empty")
+        return int(micros), thread_id
+    except (ValueError, binascii.Error, UnicodeDecodeError, InvalidInput):
         raise InvalidInput(
             f"invalid cursor {cursor[:40]!r}: pass the next_cursor of a previous page"
         ) from None
@@ -198,9 +279,20 @@ class Logic:
     max_turns: int
     max_turn_bytes: int = DEFAULT_MAX_TURN_BYTES
     max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES
+    owner: str | None = None
+    """The principal acting: threads created are owned by it (None: created without owner)."""
+    see_all: bool = True
+    """False: only ``owner``'s threads exist for this logic; another principal's thread (or one
+    without owner) answers exactly like a missing one. True: every thread (an admin, or the
+    unscoped library)."""
+    rules: Rules = STRICT
 
     def __post_init__(self) -> None:
         check_ttl(self.ttl_seconds)
+        if self.owner is not None:
+            _auth.check_owner(self.owner)
+        if not self.see_all and self.owner is None:
+            raise InvalidInput("a scoped store needs an owner")
         for name in ("max_turns", "max_turn_bytes", "max_metadata_bytes"):
             value = getattr(self, name)
             if type(value) is not int or not 1 <= value <= 1 << 40:
@@ -214,33 +306,99 @@ class Logic:
             " CONVERSATION_TIMEOUT_HOURS sets it). Start a new thread."
         )
 
+    def parent_not_found(self, parent: str) -> ThreadNotFound:
+        hours = self.ttl_seconds / 3600
+        return ThreadNotFound(
+            f"parent_thread_id {parent} was not found: it never existed, was deleted or expired"
+            f" (threads expire {hours:g} hour{'s' if hours != 1 else ''} after their last turn;"
+            " CONVERSATION_TIMEOUT_HOURS sets it). Create the thread without parent_thread_id,"
+            " or with the id of a live thread."
+        )
+
+    # -- ownership ------------------------------------------------------------------------------
+    def visible(self, meta: ThreadMeta) -> bool:
+        """Whether this logic's principal may see (and change) a thread."""
+        return self.see_all or meta.owner == self.owner
+
+    def _owned(self, thread_id: str, operation: str) -> Op[bool]:
+        """True when the thread is live and visible to this logic. A thread of another
+        principal is logged (audit) and answers False, exactly like a missing one."""
+        head: list[str] = yield Call("list_range", (thread_key(thread_id), 0, 1))
+        if not head:
+            return False
+        if self.visible(_decode_meta(head[0], thread_id)):
+            return True
+        _auth.refused(self.owner, operation, thread_id)
+        return False
+
+    def _scope(self, scope: str) -> str:
+        """The index scope a listing or count reads: a scoped logic only ever its owner's."""
+        if self.see_all or self.owner is None:
+            return scope
+        return owner_scope(self.owner)
+
+    @staticmethod
+    def _scopes(owner: str | None) -> tuple[str, ...]:
+        """The index scopes a thread is filed under: every thread, and its owner's."""
+        return (ALL_THREADS,) if owner is None else (ALL_THREADS, owner_scope(owner))
+
     # -- writes ---------------------------------------------------------------------------------
     def create_thread(
         self,
         tool_name: str,
         initial_context: dict[str, Any] | None = None,
         parent_thread_id: str | None = None,
+        *,
+        thread_id: str | None = None,
+        session_fingerprint: str | None = None,
+        client_friendly_name: str | None = None,
     ) -> Op[str]:
-        name = _text(tool_name, "tool_name", limit=MAX_NAME_LENGTH, empty=False)
+        """Start a thread. With ``thread_id`` given (compat: the caller draws the id, as the
+        original module did), a thread already stored under that id is replaced, as the
+        original's ``setex`` did; otherwise a fresh UUID4 is drawn and nothing is overwritten."""
+        rules = self.rules
+        name = _text(tool_name, "tool_name", limit=rules.max_name_length, empty=rules.empty_names)
         context = _json_dict(initial_context, "initial_context", self.max_metadata_bytes)
         parent = None
         if parent_thread_id is not None:
-            parent = check_thread_id(parent_thread_id, "parent_thread_id")
+            if rules.strict_parent:
+                parent = check_thread_id(parent_thread_id, "parent_thread_id")
+            else:
+                parent = _text(parent_thread_id, "parent_thread_id")
+        fingerprint = _name(session_fingerprint, "session_fingerprint", rules)
+        friendly_name = _name(client_friendly_name, "client_friendly_name", rules)
+        given = None if thread_id is None else rules.check_id(thread_id, "thread id")
+        if not self.see_all and given is not None:
+            raise InvalidInput("a store scoped to an owner draws its own thread ids")
+        if parent is not None and not self.see_all:
+            owned = yield from self._owned(parent, "create_thread")
+            if not owned:  # missing or another principal's: the same answer
+                raise self.parent_not_found(parent)
+        elif parent is not None and rules.strict_parent:  # compat accepts any parent string
+            live: int = yield Call("list_length", (thread_key(parent),))
+            if not live:
+                raise self.parent_not_found(parent)
         for _ in range(3):  # a UUID4 collision is astronomically unlikely; never overwrite one
-            thread_id = new_thread_id()
+            tid = given if given is not None else new_thread_id()
             meta = ThreadMeta(
-                thread_id=thread_id,
+                thread_id=tid,
                 parent_thread_id=parent,
                 created_at=utcnow(),
                 tool_name=name,
                 initial_context=context,
+                owner=self.owner,
+                session_fingerprint=fingerprint,
+                client_friendly_name=friendly_name,
             )
+            if given is not None:
+                yield Call("delete", (thread_key(tid),))
             created = yield Call(
                 "list_create",
-                (thread_key(thread_id), self.ttl_seconds, meta.model_dump_json(exclude_none=True)),
+                (thread_key(tid), self.ttl_seconds, meta.model_dump_json(exclude_none=True)),
+                {"scopes": self._scopes(self.owner), "score": _micros(meta.created_at)},
             )
             if created:
-                return thread_id
+                return tid
         raise StorageUnavailable(  # pragma: no cover - three UUID4 collisions in a row
             "could not allocate a fresh thread id: the store reports every new id as taken"
         )
@@ -258,7 +416,7 @@ class Logic:
         model_name: str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> Op[Turn]:
-        check_thread_id(thread_id)
+        self.rules.check_id(thread_id, "thread id")
         turn = Turn.model_construct(
             role=role,
             content=content,
@@ -271,10 +429,18 @@ class Logic:
             metadata=metadata,
         )
         turn, payload = self._turn_payload(turn)
+        # The owner never changes and scoped stores never reuse an id (only compat, unscoped, may
+        # recreate one), so checking it first is race-free.
+        if not self.see_all and not (yield from self._owned(thread_id, "add_turn")):
+            raise self.not_found(thread_id)
         n = yield Call(
             "list_append",
             (thread_key(thread_id), payload),
-            {"max_items": self.max_turns + 1, "ttl_seconds": self.ttl_seconds},
+            {
+                "max_items": self.max_turns + 1,
+                "ttl_seconds": self.ttl_seconds,
+                "score": _micros(turn.timestamp),
+            },
         )
         if n == APPEND_MISSING:
             raise self.not_found(thread_id)
@@ -288,17 +454,19 @@ class Logic:
 
     def _turn_payload(self, turn: Turn) -> tuple[Turn, str]:
         """Check every field of a turn; the checked turn and its stored JSON (or InvalidInput)."""
-        if turn.role not in ROLES or type(turn.role) is not str:
-            raise InvalidInput(f"unknown role {turn.role!r}: expected 'user' or 'assistant'")
+        rules = self.rules
+        if type(turn.role) is not str or (rules.roles is not None and turn.role not in rules.roles):
+            expected = " or ".join(repr(r) for r in sorted(rules.roles or ()))
+            raise InvalidInput(f"unknown role {turn.role!r}: expected {expected or 'a str'}")
         checked = Turn.model_construct(
             role=turn.role,
             content=_text(turn.content, "content"),
             timestamp=turn.timestamp,
-            files=_str_list(turn.files, "files"),
-            images=_str_list(turn.images, "images"),
-            tool_name=_name(turn.tool_name, "tool_name"),
-            model_provider=_name(turn.model_provider, "model_provider"),
-            model_name=_name(turn.model_name, "model_name"),
+            files=_str_list(turn.files, "files", rules),
+            images=_str_list(turn.images, "images", rules),
+            tool_name=_name(turn.tool_name, "tool_name", rules),
+            model_provider=_name(turn.model_provider, "model_provider", rules),
+            model_name=_name(turn.model_name, "model_name", rules),
             metadata=_json_dict(turn.metadata, "metadata", self.max_metadata_bytes),
         )
         payload = checked.model_dump_json(exclude_none=True)
@@ -311,14 +479,29 @@ class Logic:
         return checked, payload
 
     def delete_thread(self, thread_id: str) -> Op[bool]:
-        deleted: bool = yield Call("delete", (thread_key(check_thread_id(thread_id)),))
+        check_thread_id(thread_id)
+        if not self.see_all and not (yield from self._owned(thread_id, "delete_thread")):
+            return False
+        deleted: bool = yield Call("delete", (thread_key(thread_id),))
         return deleted
 
     # -- reads ----------------------------------------------------------------------------------
     def get_thread(self, thread_id: str) -> Op[Thread | None]:
-        check_thread_id(thread_id)
+        return (yield from self._get(thread_id, "get_thread"))
+
+    def _get(self, thread_id: str, operation: str | None) -> Op[Thread | None]:
+        """The thread if it is live and visible; a foreign one is audited unless ``operation``
+        is None (a parent met while walking a chain: not a request for it)."""
+        self.rules.check_id(thread_id, "thread id")
         items: list[str] = yield Call("list_range", (thread_key(thread_id),))
-        return _decode_thread(items, thread_id) if items else None
+        if not items:
+            return None
+        thread = _decode_thread(items, thread_id)
+        if self.see_all or thread.owner == self.owner:
+            return thread
+        if operation is not None:
+            _auth.refused(self.owner, operation, thread_id)
+        return None
 
     def require_thread(self, thread_id: str) -> Op[Thread]:
         thread = yield from self.get_thread(thread_id)
@@ -326,12 +509,14 @@ class Logic:
             raise self.not_found(thread_id)
         return thread
 
-    def count_threads(self) -> Op[int]:
-        keys: list[str] = yield Call("scan", (KEY_PREFIX,))
-        return len(keys)
+    def count_threads(self, *, scope: str = ALL_THREADS) -> Op[int]:
+        """Live threads in an index scope (all of them by default; a scoped logic counts only
+        its owner's): O(log n)."""
+        count: int = yield Call("index_count", (check_scope(self._scope(scope)),))
+        return count
 
     def get_thread_chain(self, thread_id: str, max_depth: int = 20) -> Op[list[Thread]]:
-        check_thread_id(thread_id)
+        self.rules.check_id(thread_id, "thread id")
         if type(max_depth) is not int or max_depth < 1:
             raise InvalidInput(f"max_depth must be a positive int, got {max_depth!r}")
         chain: list[Thread] = []
@@ -339,7 +524,13 @@ class Logic:
         current: str | None = thread_id
         while current is not None and current not in seen and len(chain) < max_depth:
             seen.add(current)
-            thread = yield from self.get_thread(current)
+            if len(chain) and not _is_id(self.rules, current):
+                # A parent stored through compat may be any string (the original module kept
+                # whatever it was given); one that names no possible thread ends the chain.
+                log.debug("threadstore: chain of %s ends at parent %r", thread_id, current[:80])
+                break
+            # The chain stops at a thread the caller may not see: parents never leak.
+            thread = yield from self._get(current, "get_thread_chain" if not chain else None)
             if thread is None:
                 break
             chain.append(thread)
@@ -350,83 +541,82 @@ class Logic:
     def build_history(
         self, thread_id: str, *, max_tokens: int, token_counter: TokenCounter | None = None
     ) -> Op[History]:
-        """Read the chain's headers and lengths, then its turns newest first, one at a time,
-        until the budget is spent: memory is bounded by the budget plus one turn, whatever the
-        size of the chain."""
-        check_thread_id(thread_id)
-        HistoryBuilder([], 0, max_tokens, token_counter)  # bad arguments fail before any read
-        chain: list[tuple[str, int]] = []  # (thread id, list length), newest thread first
-        seen: set[str] = set()
-        current: str | None = thread_id
-        while current is not None and current not in seen and len(chain) < HISTORY_MAX_DEPTH:
-            seen.add(current)
-            key = thread_key(current)
-            head: list[str] = yield Call("list_range", (key, 0, 1))
-            if not head:
-                break
-            parent = _decode_meta(head[0], current).parent_thread_id
-            length: int = yield Call("list_length", (key,))
-            if not length:
-                break  # expired meanwhile
-            chain.append((current, length))
-            current = parent
+        chain = yield from self.get_thread_chain(thread_id, CHAIN_DEPTH)
         if not chain:
             raise self.not_found(thread_id)
-        total = sum(length - 1 for _, length in chain)
-        builder = HistoryBuilder(
-            [tid for tid, _ in reversed(chain)], total, max_tokens, token_counter
+        parent = chain[0].parent_thread_id
+        # The walk stopped before the chain's limit, not at a cycle: the parent is gone.
+        gone = len(chain) < CHAIN_DEPTH and parent and parent not in {t.thread_id for t in chain}
+        return build_history(
+            chain, max_tokens, token_counter, missing_parent=parent if gone else None
         )
-        number = total
-        for tid, length in chain:
-            key = thread_key(tid)
-            for index in range(length - 1, 0, -1):
-                raw: list[str] = yield Call("list_range", (key, index, index + 1))
-                if not raw:  # the thread expired meanwhile: history ends here
-                    return builder.result()
-                if not builder.offer(number, _decode_turn(raw[0], tid, index)):
-                    return builder.result()
-                number -= 1
-        return builder.result()
 
-    def list_threads(self, *, limit: int = 50, cursor: str | None = None) -> Op[ThreadPage]:
+    def list_threads(
+        self, *, limit: int = 50, cursor: str | None = None, scope: str = ALL_THREADS
+    ) -> Op[ThreadPage]:
+        """A page of the threads filed under ``scope``, most recent activity first.
+
+        One index page (O(log n + limit)) plus four reads per thread listed. The order is the
+        index score, the stored time of the last turn (or creation), so a cursor (last
+        activity, id) pages without gaps or repeats for threads that stay put.
+        """
         if type(limit) is not int or not 1 <= limit <= 1000:
             raise InvalidInput(f"limit must be an int from 1 to 1000, got {limit!r}")
-        after = _decode_cursor(cursor) if cursor is not None else None
-        keys: list[str] = yield Call("scan", (KEY_PREFIX,))
-        # Ranked by the stored time of the last turn (or creation): deterministic, so a cursor
-        # (last activity, id) pages without gaps or repeats while threads keep changing.
-        ranked: list[tuple[int, str, int]] = []
-        for key in keys:
+        scope = check_scope(self._scope(scope))
+        after = None
+        if cursor is not None:
+            micros, thread_id = _decode_cursor(cursor)
+            after = (micros, thread_key(thread_id))
+        entries: list[tuple[int, str]] = yield Call("index_page", (scope, limit + 1, after))
+        summaries: list[ThreadSummary] = []
+        for _, key in entries[:limit]:
+            if not key.startswith(KEY_PREFIX):
+                continue  # not a thread (the scope is shared with other kinds of lists)
             thread_id = key[len(KEY_PREFIX) :]
             try:
-                entry = yield from self._rank(thread_id)
+                summary = yield from self._summary(thread_id)
             except StorageUnavailable:
                 raise
-            except Exception as exc:  # one thread that cannot be ranked does not hide the rest
-                log.warning("threadstore: list skips thread %s: %s", thread_id, _reason(exc))
-                continue
-            if entry is not None:
-                ranked.append(entry)
-        ranked.sort(reverse=True)
-        if after is not None:
-            ranked = [r for r in ranked if (r[0], r[1]) < after]
-        summaries: list[ThreadSummary] = []
-        for _, thread_id, length in ranked[:limit]:
-            try:
-                summary = yield from self._summary(thread_id, length)
-            except StorageUnavailable:
-                raise
-            except Exception as exc:  # nor one that cannot be summarised
+            except Exception as exc:  # whatever is wrong with one thread does not hide the rest
                 log.warning("threadstore: list skips thread %s: %s", thread_id, _reason(exc))
                 continue
             if summary is not None:
                 summaries.append(summary)
-        more = len(ranked) > limit
-        next_cursor = _encode_cursor(ranked[limit - 1][0], ranked[limit - 1][1]) if more else None
+        next_cursor = None
+        if len(entries) > limit:
+            micros, key = entries[limit - 1]
+            next_cursor = _encode_cursor(micros, key[len(KEY_PREFIX) :])
         return ThreadPage(threads=summaries, next_cursor=next_cursor)
 
+    def _summary(self, thread_id: str) -> Op[ThreadSummary | None]:
+        """A listed thread's row (its last turn is decoded too: a damaged thread is skipped, not
+        listed). None if it expired meanwhile."""
+        key = thread_key(thread_id)
+        length: int = yield Call("list_length", (key,))
+        if not length:
+            return None
+        head: list[str] = yield Call("list_range", (key, 0, 1))
+        left: float | None = yield Call("ttl", (key,))
+        last: list[str] = yield Call("list_range", (key, length - 1, length))
+        if not head or left is None or not last:
+            return None  # expired meanwhile
+        meta = _decode_meta(head[0], thread_id)
+        if not self.visible(meta):
+            return None  # never in the owner's scope; checked all the same
+        return ThreadSummary(
+            thread_id=thread_id,
+            parent_thread_id=meta.parent_thread_id,
+            tool_name=meta.tool_name,
+            created_at=meta.created_at,
+            last_updated_at=_last_activity(last[0], thread_id, length),
+            turn_count=length - 1,
+            expires_in_seconds=round(left, 3),
+            owner=meta.owner,
+        )
+
     def _rank(self, thread_id: str) -> Op[tuple[int, str, int] | None]:
-        """(last activity in µs, id, length) of a live thread; None if it expired meanwhile."""
+        """(last activity in µs, id, length) of a live thread read from its items; None if it
+        expired meanwhile. For reindex(): the index keeps this score for listing."""
         key = thread_key(thread_id)
         length: int = yield Call("list_length", (key,))
         if not length:
@@ -436,34 +626,54 @@ class Logic:
             return None
         return _micros(_last_activity(last[0], thread_id, length)), thread_id, length
 
-    def _summary(self, thread_id: str, length: int) -> Op[ThreadSummary | None]:
-        key = thread_key(thread_id)
-        head: list[str] = yield Call("list_range", (key, 0, 1))
-        left: float | None = yield Call("ttl", (key,))
-        last: list[str] = yield Call("list_range", (key, length - 1, length))
-        if not head or left is None or not last:
-            return None  # expired meanwhile
-        meta = _decode_meta(head[0], thread_id)
-        return ThreadSummary(
-            thread_id=thread_id,
-            parent_thread_id=meta.parent_thread_id,
-            tool_name=meta.tool_name,
-            created_at=meta.created_at,
-            last_updated_at=_last_activity(last[0], thread_id, length),
-            turn_count=length - 1,
-            expires_in_seconds=round(left, 3),
-        )
+    def reindex(self) -> Op[int]:
+        """File every live thread in the index (a backfill after upgrading a Redis store whose
+        threads were written by an older release). O(threads); idempotent; safe while the store
+        is in use. Returns the number of threads filed; damaged ones are skipped (logged)."""
+        keys: list[str] = yield Call("scan", (KEY_PREFIX,))
+        filed = 0
+        for key in keys:
+            thread_id = key[len(KEY_PREFIX) :]
+            try:
+                check_thread_id(thread_id)
+                entry = yield from self._rank(thread_id)
+                head: list[str] = yield Call("list_range", (key, 0, 1))
+                owner = _decode_meta(head[0], thread_id).owner if head else None
+            except (CorruptData, WrongType, InvalidThreadId) as exc:
+                log.warning("threadstore: reindex skips %r: %s", key, exc)
+                continue
+            if entry is not None:
+                done = yield Call("index_put", (key, self._scopes(owner), entry[0]))
+                filed += bool(done)
+        return filed
 
     # -- export / import ------------------------------------------------------------------------
-    def thread_ids(self) -> Op[list[str]]:
-        keys: list[str] = yield Call("scan", (KEY_PREFIX,))
-        return sorted(k[len(KEY_PREFIX) :] for k in keys)
+    def export_page(
+        self, after: tuple[int, str] | None = None
+    ) -> Op[tuple[list[str], tuple[int, str] | None]]:
+        """The next few threads of an export as JSON lines, oldest activity first, and the
+        position to pass for the page after (None at the end). A thread that gets a turn while
+        an export runs moves ahead of the position: it is exported (perhaps twice, the later
+        line newer), never missed."""
+        entries: list[tuple[int, str]] = yield Call(
+            "index_page", (self._scope(ALL_THREADS), EXPORT_PAGE, after), {"ascending": True}
+        )
+        lines: list[str] = []
+        for _, key in entries:
+            if key.startswith(KEY_PREFIX):
+                line = yield from self.export_line(key[len(KEY_PREFIX) :])
+                if line is not None:
+                    lines.append(line)
+        return lines, (entries[-1] if len(entries) == EXPORT_PAGE else None)
 
     def export_line(self, thread_id: str) -> Op[str | None]:
         """One thread as a JSON line; None when it expired meanwhile or is damaged (logged)."""
-        try:
-            thread = yield from self.get_thread(thread_id)
-            return None if thread is None else thread.model_dump_json(exclude_none=True)
+        try:  # the id came from the index: no id rule applies (compat's ids are exported too)
+            items: list[str] = yield Call("list_range", (thread_key(thread_id),))
+            thread = _decode_thread(items, thread_id) if items else None
+            if thread is None or not (self.see_all or thread.owner == self.owner):
+                return None
+            return thread.model_dump_json(exclude_none=True)
         except StorageUnavailable:
             raise
         except Exception as exc:  # whatever is wrong with one thread must not stop the export
@@ -471,7 +681,10 @@ class Logic:
             return None
 
     def import_thread(self, line: str, *, replace: bool = False) -> Op[bool]:
-        """Store one exported JSON line; False when the thread exists and ``replace`` is off."""
+        """Store one exported JSON line; False when the thread exists and ``replace`` is off.
+
+        The owner in the line is kept, except by a scoped logic: it imports every thread as its
+        own and never replaces another principal's thread (that one is kept: False)."""
         try:
             thread = Thread.model_validate_json(line)
         except ValidationError as exc:
@@ -486,6 +699,8 @@ class Logic:
         # The same checks as create_thread and add_turn, before anything is written.
         _text(thread.tool_name, "tool_name", limit=MAX_NAME_LENGTH, empty=False)
         _json_dict(thread.initial_context, "initial_context", self.max_metadata_bytes)
+        _name(thread.session_fingerprint, "session_fingerprint", self.rules)
+        _name(thread.client_friendly_name, "client_friendly_name", self.rules)
         payloads = [self._turn_payload(turn)[1] for turn in thread.turns]
         key = thread_key(thread_id)
         meta = ThreadMeta(
@@ -494,21 +709,36 @@ class Logic:
             created_at=thread.created_at,
             tool_name=thread.tool_name,
             initial_context=thread.initial_context,
+            owner=thread.owner if self.see_all else self.owner,
+            session_fingerprint=thread.session_fingerprint,
+            client_friendly_name=thread.client_friendly_name,
         )
+        if meta.owner is not None:
+            _auth.check_owner(meta.owner)
         if replace:
+            if not self.see_all:
+                exists: bool = yield Call("exists", (key,))
+                if exists and not (yield from self._owned(thread_id, "import_threads")):
+                    return False
             yield Call("delete", (key,))
         created = yield Call(
-            "list_create", (key, self.ttl_seconds, meta.model_dump_json(exclude_none=True))
+            "list_create",
+            (key, self.ttl_seconds, meta.model_dump_json(exclude_none=True)),
+            {"scopes": self._scopes(meta.owner), "score": _micros(thread.created_at)},
         )
         if not created:
             return False
         max_items = max(self.max_turns, len(payloads)) + 1
         try:
-            for payload in payloads:
+            for turn, payload in zip(thread.turns, payloads, strict=True):
                 yield Call(
                     "list_append",
                     (key, payload),
-                    {"max_items": max_items, "ttl_seconds": self.ttl_seconds},
+                    {
+                        "max_items": max_items,
+                        "ttl_seconds": self.ttl_seconds,
+                        "score": _micros(turn.timestamp),
+                    },
                 )
         except ThreadstoreError:
             yield Call("delete", (key,))  # no half-imported thread left behind

@@ -21,6 +21,13 @@ first (Redis' ``volatile-ttl``), chosen among a few keys of the earliest bucket:
 refreshes its thread's TTL, that is the thread idle the longest, and an expired key always goes
 before a live one. It costs O(1) per eviction and nothing on reads (an LRU would add work to
 every ``get``).
+
+Activity index (notes/index.md). ``_filed`` maps a filed list's key to [scopes, score]; ``_ix``
+maps a scope to a sorted list of (score, key). Every path that removes a key for good (delete,
+expiry, eviction, a string written over a list) unfiles it in the same critical section, so the
+only dead entries are keys expired and not dropped yet: pages skip them (dropping a few), and a
+count first lets the sweep drop them (in batches, releasing the lock between batches) and then
+drops the expired keys of the current second's bucket.
 """
 
 from __future__ import annotations
@@ -35,21 +42,30 @@ from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import Any
 
+from sortedcontainers import SortedList
+
 from ._config import DEFAULT_NAMESPACE
 from ._errors import InvalidInput, StorageUnavailable, WrongType
 from ._storage import (
     APPEND_FULL,
     APPEND_MISSING,
+    MAX_KEY_LENGTH,
+    TRIM_ON_READ,
     AsyncOps,
     Inline,
     Storage,
     check_key,
     check_max_items,
+    check_page,
     check_prefix,
     check_range,
+    check_scope,
+    check_scopes,
+    check_score,
     check_text,
     check_ttl,
     check_value,
+    check_values,
 )
 
 DEFAULT_MAX_KEYS = 1_000_000
@@ -70,6 +86,10 @@ _LIST_HEADER = sys.getsizeof([None])
 Bucket = set[str]
 Entry = tuple["str | list[str]", float, int, Bucket]
 """(value, expires_at, bytes held by key and value, the bucket the key is filed in)."""
+
+
+Filing = list[Any]
+"""[scopes (tuple of str), score (int)] of a filed list."""
 
 
 FORK_LOCK_SECONDS = 2.0  # how long fork() waits for a store's lock (it is only ever held briefly)
@@ -137,6 +157,8 @@ class MemoryStorage(Storage):
         self._data: dict[str, Entry] = {}
         self._buckets: dict[float, Bucket] = {}
         self._due: list[float] = []  # heap of the bucket numbers in _buckets
+        self._ix: dict[str, Any] = {}  # scope -> SortedList of (score, key)
+        self._filed: dict[str, Filing] = {}
         self._bytes = 0
         self._hits = self._misses = self._expired = self._evicted = 0
         self._closed = False
@@ -234,6 +256,8 @@ class MemoryStorage(Storage):
                 del data[key]
                 self._bytes -= entry[2]
                 self._expired += 1
+                if key in self._filed:
+                    self._unfile(key)
             else:  # refreshed since it was filed: file it where it belongs now
                 self._put(key, entry[0], entry[1], entry[2])
         return self._next_due(limit) is not None
@@ -259,6 +283,8 @@ class MemoryStorage(Storage):
             if victim is not None:
                 entry = data[victim]
                 self._drop(victim, entry)
+                if victim in self._filed:
+                    self._unfile(victim)
                 if entry[1] <= now:
                     self._expired += 1
                 else:
@@ -277,8 +303,46 @@ class MemoryStorage(Storage):
         if entry is not None and entry[1] <= now:
             self._drop(key, entry)
             self._expired += 1
+            if key in self._filed:
+                self._unfile(key)
             return None
         return entry
+
+    def _file(self, key: str, scopes: tuple[str, ...], score: int) -> None:
+        """File ``key`` under ``scopes`` (re-scoring it where it is filed already)."""
+        filed = self._filed.get(key)
+        if filed is not None:
+            self._refile(key, filed, score)
+            scopes = tuple(s for s in scopes if s not in filed[0])
+            filed[0] = filed[0] + scopes
+        else:
+            self._filed[key] = [scopes, score]
+        ix = self._ix
+        for name in scopes:
+            entries = ix.get(name)
+            if entries is None:
+                entries = ix[name] = SortedList()
+            entries.add((score, key))
+
+    def _refile(self, key: str, filed: Filing, score: int) -> None:
+        """A filed key's new score, in every scope it is in."""
+        old = filed[1]
+        if score != old:
+            ix = self._ix
+            for name in filed[0]:
+                entries = ix[name]
+                entries.remove((old, key))
+                entries.add((score, key))
+            filed[1] = score
+
+    def _unfile(self, key: str) -> None:
+        filed = self._filed.pop(key)
+        ix = self._ix
+        for name in filed[0]:
+            entries = ix[name]
+            entries.remove((filed[1], key))
+            if not entries:
+                del ix[name]
 
     def _list_entry(self, key: str, now: float) -> Entry | None:
         entry = self._live(key, now)
@@ -338,6 +402,28 @@ class MemoryStorage(Storage):
                     self._bytes += size - old[2]
                     if self._bytes > self._max_bytes:  # also catches a value too large
                         self._shrink_around(key, now, old)
+                    if old[0].__class__ is list and key in self._filed:
+                        self._unfile(key)  # a string replaced the list
+                    return
+                # A new key. The common case (an ASCII key, room to spare, its expiry bucket in
+                # use) is checked and filed inline, without a call; the rest goes to _insert,
+                # which runs every check and makes room.
+                n = expires_at // 1.0
+                buckets = self._buckets
+                if (
+                    n in buckets
+                    and key.__class__ is str
+                    and 0 < len(key) <= MAX_KEY_LENGTH
+                    and key.isascii()
+                    and "\x00" not in key
+                    and self._bytes + size <= self._max_value_bytes  # so size is allowed too
+                    and len(data) < self._max_keys
+                    and self._due[0] >= now // 1.0  # no bucket due: nothing to sweep on the side
+                ):
+                    bucket = buckets[n]
+                    bucket.add(key)
+                    data[key] = (value, expires_at, size, bucket)
+                    self._bytes += size
                     return
                 self._insert(key, value, now, expires_at, size)
         except TypeError:  # a key that is not a str (unhashable, or without len())
@@ -388,6 +474,8 @@ class MemoryStorage(Storage):
             if entry is None:
                 return False
             self._drop(key, entry)
+            if key in self._filed:
+                self._unfile(key)
             return True
 
     def exists(self, key: str) -> bool:
@@ -429,10 +517,20 @@ class MemoryStorage(Storage):
                     yield key
 
     # -- lists ----------------------------------------------------------------------------------
-    def list_create(self, key: str, ttl_seconds: float, first: str) -> bool:
+    def list_create(
+        self,
+        key: str,
+        ttl_seconds: float,
+        first: str,
+        *,
+        scopes: tuple[str, ...] | list[str] = (),
+        score: int = 0,
+    ) -> bool:
         check_key(key)
         check_value(first, "first")
         ttl = check_ttl(ttl_seconds)
+        scopes = check_scopes(scopes)
+        check_score(score)
         size = _str_size(key) + _LIST_HEADER + _str_size(first) + _ITEM_OVERHEAD
         if size > self._max_bytes:
             raise InvalidInput(f"item of {size} bytes is larger than the store's max_bytes")
@@ -444,13 +542,25 @@ class MemoryStorage(Storage):
             self._make_room(now, 1, size)
             self._put(key, [first], now + ttl, size)
             self._bytes += size
+            if scopes:
+                self._file(key, scopes, score)
             return True
 
-    def list_append(self, key: str, value: str, *, max_items: int, ttl_seconds: float) -> int:
+    def list_append(
+        self,
+        key: str,
+        value: str,
+        *,
+        max_items: int,
+        ttl_seconds: float,
+        score: int | None = None,
+    ) -> int:
         check_key(key)
         check_value(value)
         check_max_items(max_items)
         ttl = check_ttl(ttl_seconds)
+        if score is not None:
+            check_score(score)
         size = _str_size(value) + _ITEM_OVERHEAD
         with self._lock:
             self._check_open()
@@ -466,10 +576,70 @@ class MemoryStorage(Storage):
                 raise InvalidInput(f"list {key!r} would grow past the store's max_bytes")
             items.append(value)
             self._retime(key, entry, items, now + ttl, entry[2] + size)
+            if score is not None:
+                filed = self._filed.get(key)
+                if filed is not None:
+                    self._refile(key, filed, score)
             self._bytes += size
             if self._bytes > self._max_bytes:
                 self._shrink_around(key, now)
             return len(items)
+
+    def list_append_many(
+        self,
+        key: str,
+        values: list[str],
+        *,
+        max_items: int,
+        ttl_seconds: float,
+        score: int | None = None,
+    ) -> int:
+        check_key(key)
+        values = check_values(values)
+        check_max_items(max_items)
+        ttl = check_ttl(ttl_seconds)
+        if score is not None:
+            check_score(score)
+        size = sum(_str_size(v) for v in values) + _ITEM_OVERHEAD * len(values)
+        with self._lock:
+            self._check_open()
+            now = self._clock()
+            entry = self._list_entry(key, now)
+            if entry is None:
+                return APPEND_MISSING
+            items = entry[0]
+            assert type(items) is list
+            if len(items) + len(values) > max_items:
+                return APPEND_FULL
+            if entry[2] + size > self._max_bytes:
+                raise InvalidInput(f"list {key!r} would grow past the store's max_bytes")
+            items.extend(values)
+            self._retime(key, entry, items, now + ttl, entry[2] + size)
+            if score is not None:
+                filed = self._filed.get(key)
+                if filed is not None:
+                    self._refile(key, filed, score)
+            self._bytes += size
+            if self._bytes > self._max_bytes:
+                self._shrink_around(key, now)
+            return len(items)
+
+    def list_pop(self, key: str, *, ttl_seconds: float) -> str | None:
+        check_key(key)
+        ttl = check_ttl(ttl_seconds)
+        with self._lock:
+            self._check_open()
+            now = self._clock()
+            entry = self._list_entry(key, now)
+            if entry is None or len(entry[0]) < 2:
+                return None
+            items = entry[0]
+            assert type(items) is list
+            value: str = items.pop()
+            size = _str_size(value) + _ITEM_OVERHEAD
+            self._retime(key, entry, items, now + ttl, entry[2] - size)  # the index follows
+            self._bytes -= size
+            return value
 
     def list_range(self, key: str, start: int = 0, stop: int | None = None) -> list[str]:
         check_key(key)
@@ -489,6 +659,73 @@ class MemoryStorage(Storage):
             self._check_open()
             entry = self._list_entry(key, self._clock())
             return 0 if entry is None else len(entry[0])
+
+    # -- activity index -------------------------------------------------------------------------
+    def index_put(self, key: str, scopes: tuple[str, ...] | list[str], score: int) -> bool:
+        check_key(key)
+        scopes = check_scopes(scopes)
+        check_score(score)
+        with self._lock:
+            self._check_open()
+            entry = self._list_entry(key, self._clock())
+            if entry is None:
+                return False
+            self._file(key, scopes, score)
+            return True
+
+    def index_page(
+        self,
+        scope: str,
+        limit: int,
+        after: tuple[int, str] | None = None,
+        *,
+        ascending: bool = False,
+    ) -> list[tuple[int, str]]:
+        check_scope(scope)
+        limit, after = check_page(limit, after)
+        page: list[tuple[int, str]] = []
+        dead: list[str] = []
+        with self._lock:
+            self._check_open()
+            now = self._clock()
+            ix = self._ix.get(scope)
+            if ix is None:
+                return page
+            if after is None:
+                entries = ix.irange(reverse=not ascending)
+            elif ascending:
+                entries = ix.irange(minimum=after, inclusive=(False, True))
+            else:
+                entries = ix.irange(maximum=after, inclusive=(True, False), reverse=True)
+            data = self._data
+            for entry in entries:
+                if data[entry[1]][1] > now:
+                    page.append(entry)
+                    if len(page) >= limit:
+                        break
+                elif len(dead) < TRIM_ON_READ:
+                    dead.append(entry[1])
+            for key in dead:  # expired, not swept yet: remove them now
+                self._live(key, now)
+        return page
+
+    def index_count(self, scope: str) -> int:
+        check_scope(scope)
+        while True:
+            with self._lock:
+                self._check_open()
+                now = self._clock()
+                if not self._sweep(now, SWEEP_BATCH):  # no fully past bucket left
+                    # Every key is filed no later than its expiry: the ones expired now are
+                    # gone, or in the bucket of the current second. Drop those, then count.
+                    bucket = self._buckets.get(now // 1.0)
+                    if bucket:
+                        data = self._data
+                        for key in [k for k in bucket if data[k][1] <= now]:
+                            self._live(key, now)
+                    ix = self._ix.get(scope)
+                    return 0 if ix is None else len(ix)
+            time.sleep(0)  # a backlog of expired keys: let other threads in between batches
 
     # -- lifecycle ------------------------------------------------------------------------------
     def sweep(self, budget: int = SWEEP_BATCH) -> bool:
@@ -521,6 +758,8 @@ class MemoryStorage(Storage):
             self._data.clear()
             self._buckets.clear()
             self._due.clear()
+            self._ix.clear()
+            self._filed.clear()
             self._bytes = 0
         self._stop.set()
         sweeper = self._sweeper

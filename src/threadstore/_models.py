@@ -9,6 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 Role = Literal["user", "assistant"]
 ROLES: tuple[str, ...] = ("user", "assistant")
+"""The roles the library's own API writes. Stored turns may carry other role strings (written
+through ``threadstore.compat``, which accepts any role as the original module did), so reading
+takes any string."""
 
 
 def utcnow() -> datetime:
@@ -32,7 +35,7 @@ class Turn(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    role: Role
+    role: str  # "user" or "assistant" through the library's API; any string through compat
     content: str
     timestamp: datetime = Field(default_factory=utcnow)
     files: list[str] | None = None
@@ -59,6 +62,10 @@ class ThreadMeta(BaseModel):
     created_at: datetime
     tool_name: str
     initial_context: dict[str, Any] | None = None
+    owner: str | None = None
+    """The principal that created the thread (None: created without one, seen by admins only)."""
+    session_fingerprint: str | None = None
+    client_friendly_name: str | None = None
 
 
 class Thread(BaseModel):
@@ -73,6 +80,10 @@ class Thread(BaseModel):
     tool_name: str
     initial_context: dict[str, Any] | None = None
     turns: list[Turn] = Field(default_factory=list)
+    owner: str | None = None
+    session_fingerprint: str | None = None
+    """Optional client-session labels some forks of the original module keep (set via compat)."""
+    client_friendly_name: str | None = None
 
 
 class ThreadSummary(BaseModel):
@@ -87,6 +98,7 @@ class ThreadSummary(BaseModel):
     last_updated_at: datetime
     turn_count: int
     expires_in_seconds: float
+    owner: str | None = None
 
 
 class ThreadPage(BaseModel):
@@ -108,3 +120,10 @@ class History(BaseModel):
     turns_omitted: int
     files: list[str] = Field(default_factory=list)
     thread_ids: list[str] = Field(default_factory=list)
+    note: str | None = Field(
+        None,
+        description=(
+            "Set when something is missing from text: no turn fits max_tokens (with the smallest"
+            " budget that would include the newest turn), or a parent thread is gone."
+        ),
+    )

@@ -1,15 +1,28 @@
 """The SQLite backend (``sqlite:///path/to/threads.db``): one file shared by every process on a
 machine, in WAL mode, surviving restarts.
 
-Layout (schema version 2, kept in ``PRAGMA user_version``; ``PRAGMA application_id`` marks the
+Layout (schema version 3, kept in ``PRAGMA user_version``; ``PRAGMA application_id`` marks the
 file as threadstore's)::
 
     namespace(id, name)                       one small integer per namespace
-    kv(id, ns, key, value, length, expires_at)
-        UNIQUE(ns, key); INDEX(expires_at)
+    kv(id, ns, key, value, length, expires_at, scope, score)
+        UNIQUE(ns, key); INDEX(expires_at); INDEX kv_page(scope, score, key) WHERE scope NOT NULL
         a string has value NOT NULL, length NULL; a list has value NULL, length = items
     item(list_id, idx, value)                 a rowid table, list_id = kv.id
         UNIQUE INDEX item_pos(list_id, idx)
+    scope(id, ns, name, n)                    an activity index scope; n = its entries
+    ix(scope, list_id, key, score)
+        PRIMARY KEY(scope, list_id); INDEX ix_page(scope, score, key); INDEX ix_list(list_id)
+
+The activity index (notes/index.md). A list's first scope and its score live in its own ``kv``
+row (``kv.scope``, ``kv.score``, the partial index ``kv_page``): re-scoring it is part of the
+``UPDATE kv`` an append makes anyway, and moves one index entry. Further scopes (an owner's, say)
+are rows of ``ix``, re-scored by one ``UPDATE ix`` in the append's transaction. Triggers keep
+``ix`` in step with ``kv`` (a list deleted, or turned into a string, leaves every scope in the
+same statement) and keep ``scope.n``. A page merges two ordered index walks (``kv_page`` and
+``ix_page``, each at most one page long) and checks each candidate's expiry in ``kv``; a count
+is ``n`` less the scope's lists expired and not swept yet (a ``kv_expires_at`` range). Expired
+entries leave with their ``kv`` rows, in the bounded sweeps.
 
 Appending is one ``UPDATE kv ... RETURNING`` plus one ``INSERT INTO item`` in one
 ``BEGIN IMMEDIATE`` transaction: O(1), earlier items are never rewritten. Two triggers delete a
@@ -23,8 +36,11 @@ the index holds only the two small integers.
 Migrations run when a store opens an older file, in one ``BEGIN IMMEDIATE`` transaction (a new
 file runs them all). Version 1 had ``item`` WITHOUT ROWID, PRIMARY KEY(list_id, idx); the step to
 2 copies every item into the new table, so it takes time and disk space in proportion to the
-items stored, other writers wait for it, and the old table's pages are left free for reuse. A
-file of version 2 is refused by threadstore releases that know only version 1.
+items stored, other writers wait for it, and the old table's pages are left free for reuse. The
+step to 3 adds the activity index and files every live thread (``thread:*`` lists, in every
+namespace) under scope ``threads``, scored by its last activity read from its JSON: the one place
+this module knows what a thread looks like. A file of version N is refused by threadstore
+releases that know only versions below N.
 
 Expiry. ``expires_at`` is wall-clock milliseconds (``time.time()``), because every process
 sharing the file must agree on it: keep the clocks of those processes in sync. Every read filters
@@ -57,6 +73,7 @@ CorruptData.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import random
@@ -66,6 +83,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any, Final, Literal, TypeVar, cast
 from urllib.parse import parse_qsl, quote
 
@@ -78,15 +96,21 @@ from ._errors import (
     ThreadstoreError,
     WrongType,
 )
+from ._ids import ALL_THREADS, KEY_PREFIX
 from ._storage import (
     APPEND_FULL,
     APPEND_MISSING,
     Storage,
     check_key,
     check_max_items,
+    check_page,
     check_prefix,
     check_range,
+    check_scope,
+    check_scopes,
+    check_score,
     check_value,
+    check_values,
     ttl_ms,
 )
 
@@ -95,7 +119,7 @@ log = logging.getLogger("threadstore")
 T = TypeVar("T")
 Synchronous = Literal["NORMAL", "FULL"]
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 APPLICATION_ID: Final = 0x54487264  # "THrd"
 DEFAULT_BUSY_TIMEOUT_MS: Final = 5000
 MAX_BUSY_TIMEOUT_MS: Final = 600_000
@@ -167,8 +191,100 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "CREATE UNIQUE INDEX item_pos ON item (list_id, idx)",
         *_ITEM_TRIGGERS,
     ),
+    # v2 -> v3: the activity index (notes/index.md), then _backfill_index files existing threads.
+    (
+        """CREATE TABLE scope (
+            id INTEGER PRIMARY KEY,
+            ns INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            n INTEGER NOT NULL DEFAULT 0,
+            UNIQUE (ns, name)
+        )""",
+        """CREATE TABLE ix (
+            scope INTEGER NOT NULL,
+            list_id INTEGER NOT NULL,
+            key TEXT NOT NULL,
+            score INTEGER NOT NULL,
+            PRIMARY KEY (scope, list_id)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX ix_page ON ix (scope, score, key)",
+        "CREATE INDEX ix_list ON ix (list_id)",
+        "ALTER TABLE kv ADD COLUMN scope INTEGER",
+        "ALTER TABLE kv ADD COLUMN score INTEGER",
+        "CREATE INDEX kv_page ON kv (scope, score, key) WHERE scope IS NOT NULL",
+        """CREATE TRIGGER kv_scope_added AFTER INSERT ON kv WHEN new.scope IS NOT NULL
+        BEGIN UPDATE scope SET n = n + 1 WHERE id = new.scope; END""",
+        """CREATE TRIGGER kv_scope_removed AFTER DELETE ON kv WHEN old.scope IS NOT NULL
+        BEGIN UPDATE scope SET n = n - 1 WHERE id = old.scope; END""",
+        """CREATE TRIGGER kv_scope_changed AFTER UPDATE OF scope ON kv
+        WHEN old.scope IS NOT new.scope
+        BEGIN
+            UPDATE scope SET n = n - 1 WHERE id = old.scope;
+            UPDATE scope SET n = n + 1 WHERE id = new.scope;
+        END""",
+        """CREATE TRIGGER kv_ix_deleted AFTER DELETE ON kv WHEN old.length IS NOT NULL
+        BEGIN DELETE FROM ix WHERE list_id = old.id; END""",
+        """CREATE TRIGGER kv_ix_replaced AFTER UPDATE OF length ON kv
+        WHEN old.length IS NOT NULL AND new.length IS NULL
+        BEGIN DELETE FROM ix WHERE list_id = old.id; END""",
+        """CREATE TRIGGER ix_added AFTER INSERT ON ix
+        BEGIN UPDATE scope SET n = n + 1 WHERE id = new.scope; END""",
+        """CREATE TRIGGER ix_removed AFTER DELETE ON ix
+        BEGIN UPDATE scope SET n = n - 1 WHERE id = old.scope; END""",
+    ),
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
+
+# Upserts a scope and returns its id (DO UPDATE, not DO NOTHING, so an existing row answers too).
+_SCOPE_ID: Final = (
+    "INSERT INTO scope (ns, name) VALUES (?, ?)"
+    " ON CONFLICT (ns, name) DO UPDATE SET n = n RETURNING id"
+)
+
+
+def _iso_micros(stamp: object) -> int:
+    """Microseconds since the epoch of an ISO 8601 timestamp as threadstore stores them."""
+    if type(stamp) is not str:
+        raise ValueError("not a timestamp")
+    when = datetime.fromisoformat(stamp)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp()) * 1_000_000 + when.microsecond
+
+
+def _backfill_index(conn: sqlite3.Connection) -> None:
+    """v2 -> v3: file every live thread of every namespace under ALL_THREADS, scored by its last
+    activity (its last turn's timestamp, or its creation time when it has no turns)."""
+    now = _now_ms()
+    rows = conn.execute(
+        "SELECT kv.ns, kv.id, kv.length, head.value, last.value FROM kv"
+        " JOIN item AS head ON head.list_id = kv.id AND head.idx = 0"
+        " JOIN item AS last ON last.list_id = kv.id AND last.idx = kv.length - 1"
+        " WHERE kv.key >= ? AND kv.key < ? AND kv.length IS NOT NULL AND kv.expires_at > ?",
+        (KEY_PREFIX, _successor(KEY_PREFIX), now),
+    )
+    scopes: dict[int, int] = {}
+    skipped = 0
+    for ns, list_id, length, head, last in rows.fetchall():
+        try:
+            if length == 1:
+                score = _iso_micros(json.loads(head)["created_at"])
+            else:
+                score = _iso_micros(json.loads(last)["timestamp"])
+        except (ValueError, TypeError, KeyError, OverflowError):
+            skipped += 1
+            continue
+        if ns not in scopes:
+            scopes[ns] = conn.execute(_SCOPE_ID, (ns, ALL_THREADS)).fetchone()[0]
+        conn.execute(
+            "UPDATE kv SET scope = ?, score = ? WHERE id = ?", (scopes[ns], max(0, score), list_id)
+        )
+    if skipped:
+        log.warning("threadstore: %d undecodable threads were left out of the index", skipped)
+
+
+# Python steps run after a migration's statements, by the version they lead to.
+_MIGRATION_HOOKS: Final[dict[int, Callable[[sqlite3.Connection], None]]] = {3: _backfill_index}
 
 # Connections inherited through fork() must be neither used nor closed by the child (closing one
 # could run a checkpoint or drop locks the parent relies on): they are parked here for good.
@@ -479,6 +595,9 @@ class SQLiteStorage(Storage):
                 for step in range(version, SCHEMA_VERSION):
                     for sql in _MIGRATIONS[step]:
                         conn.execute(sql)
+                    hook = _MIGRATION_HOOKS.get(step + 1)
+                    if hook is not None:
+                        hook(conn)
                 conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("COMMIT")
@@ -844,8 +963,8 @@ class SQLiteStorage(Storage):
         # A list replaced here loses its items through the kv_list_replaced trigger.
         self._write(
             "INSERT INTO kv (ns, key, value, length, expires_at) VALUES (?, ?, ?, NULL, ?)"
-            " ON CONFLICT (ns, key) DO UPDATE"
-            " SET value = excluded.value, length = NULL, expires_at = excluded.expires_at",
+            " ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value, length = NULL,"
+            " expires_at = excluded.expires_at, scope = NULL, score = NULL",
             (self._ns, key, value, expires_at),
         )
 
@@ -911,10 +1030,20 @@ class SQLiteStorage(Storage):
             start = rows[-1][0] + "\x00"  # keys hold no NUL: the next key after the last one
 
     # -- lists ------------------------------------------------------------------------------------
-    def list_create(self, key: str, ttl_seconds: float, first: str) -> bool:
+    def list_create(
+        self,
+        key: str,
+        ttl_seconds: float,
+        first: str,
+        *,
+        scopes: tuple[str, ...] | list[str] = (),
+        score: int = 0,
+    ) -> bool:
         check_key(key)
         check_value(first, "first")
         ms = ttl_ms(ttl_seconds)
+        scopes = check_scopes(scopes)
+        check_score(score)
         ns = self._ns
 
         def body(conn: sqlite3.Connection) -> bool:
@@ -923,34 +1052,67 @@ class SQLiteStorage(Storage):
             conn.execute(
                 "DELETE FROM kv WHERE ns = ? AND key = ? AND expires_at <= ?", (ns, key, now)
             )
+            primary = self._scope_id(conn, scopes[0]) if scopes else None
             rows = conn.execute(
-                "INSERT INTO kv (ns, key, value, length, expires_at) VALUES (?, ?, NULL, 1, ?)"
-                " ON CONFLICT (ns, key) DO NOTHING RETURNING id",
-                (ns, key, now + ms),
+                "INSERT INTO kv (ns, key, value, length, expires_at, scope, score)"
+                " VALUES (?, ?, NULL, 1, ?, ?, ?) ON CONFLICT (ns, key) DO NOTHING RETURNING id",
+                (ns, key, now + ms, primary, score if scopes else None),
             ).fetchall()
             if not rows:
                 return False
             conn.execute(
                 "INSERT INTO item (list_id, idx, value) VALUES (?, 0, ?)", (rows[0][0], first)
             )
+            for name in scopes[1:]:
+                self._file(conn, rows[0][0], key, name, score)
             return True
 
         return self._transact(body)
 
-    def list_append(self, key: str, value: str, *, max_items: int, ttl_seconds: float) -> int:
+    def _file(
+        self,
+        conn: sqlite3.Connection,
+        list_id: int,
+        key: str,
+        scope: str,
+        score: int,
+    ) -> None:
+        """File a list under a further scope (its first one is in its kv row)."""
+        conn.execute(
+            "INSERT INTO ix (scope, list_id, key, score) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (scope, list_id) DO UPDATE SET score = excluded.score",
+            (self._scope_id(conn, scope), list_id, key, score),
+        )
+
+    def _scope_id(self, conn: sqlite3.Connection, scope: str) -> int:
+        return int(conn.execute(_SCOPE_ID, (self._ns, scope)).fetchone()[0])
+
+    def list_append(
+        self,
+        key: str,
+        value: str,
+        *,
+        max_items: int,
+        ttl_seconds: float,
+        score: int | None = None,
+    ) -> int:
         check_key(key)
         check_value(value)
         check_max_items(max_items)
         ms = ttl_ms(ttl_seconds)
+        if score is not None:
+            check_score(score)
         ns = self._ns
 
         def body(conn: sqlite3.Connection) -> int:
             now = _now_ms()
+            # The score goes into the row (kv_page moves it if the list is filed); a list filed
+            # under further scopes has them re-scored in ix as well.
             rows = conn.execute(
-                "UPDATE kv SET length = length + 1, expires_at = ?"
+                "UPDATE kv SET length = length + 1, expires_at = ?, score = coalesce(?, score)"
                 " WHERE ns = ? AND key = ? AND expires_at > ? AND length < ?"
                 " RETURNING id, length",
-                (now + ms, ns, key, now, max_items),
+                (now + ms, score, ns, key, now, max_items),
             ).fetchall()
             if rows:
                 list_id, length = rows[0]
@@ -958,6 +1120,8 @@ class SQLiteStorage(Storage):
                     "INSERT INTO item (list_id, idx, value) VALUES (?, ?, ?)",
                     (list_id, length - 1, value),
                 )
+                if score is not None:  # a probe of ix_list when it has no further scope
+                    conn.execute("UPDATE ix SET score = ? WHERE list_id = ?", (score, list_id))
                 return int(length)
             found = conn.execute(
                 "SELECT length FROM kv WHERE ns = ? AND key = ? AND expires_at > ?", (ns, key, now)
@@ -967,6 +1131,82 @@ class SQLiteStorage(Storage):
             if found[0][0] is None:
                 raise WrongType(f"key {key!r} holds a string, not a list")
             return APPEND_FULL
+
+        return self._transact(body)
+
+    def list_append_many(
+        self,
+        key: str,
+        values: list[str],
+        *,
+        max_items: int,
+        ttl_seconds: float,
+        score: int | None = None,
+    ) -> int:
+        check_key(key)
+        values = check_values(values)
+        check_max_items(max_items)
+        ms = ttl_ms(ttl_seconds)
+        if score is not None:
+            check_score(score)
+        ns, count = self._ns, len(values)
+
+        def body(conn: sqlite3.Connection) -> int:
+            now = _now_ms()
+            rows = conn.execute(  # the score as in list_append
+                "UPDATE kv SET length = length + ?, expires_at = ?, score = coalesce(?, score)"
+                " WHERE ns = ? AND key = ? AND expires_at > ? AND length <= ? - ?"
+                " RETURNING id, length",
+                (count, now + ms, score, ns, key, now, max_items, count),
+            ).fetchall()
+            if rows:
+                list_id, length = rows[0]
+                first = length - count
+                conn.executemany(
+                    "INSERT INTO item (list_id, idx, value) VALUES (?, ?, ?)",
+                    [(list_id, first + i, v) for i, v in enumerate(values)],
+                )
+                if score is not None:  # its further scopes, if any (as list_append)
+                    conn.execute("UPDATE ix SET score = ? WHERE list_id = ?", (score, list_id))
+                return int(length)
+            return self._append_refused(conn, key, now)
+
+        return self._transact(body)
+
+    def _append_refused(self, conn: sqlite3.Connection, key: str, now: int) -> int:
+        found = conn.execute(
+            "SELECT length FROM kv WHERE ns = ? AND key = ? AND expires_at > ?",
+            (self._ns, key, now),
+        ).fetchall()
+        if not found:
+            return APPEND_MISSING
+        if found[0][0] is None:
+            raise WrongType(f"key {key!r} holds a string, not a list")
+        return APPEND_FULL
+
+    def list_pop(self, key: str, *, ttl_seconds: float) -> str | None:
+        check_key(key)
+        ms = ttl_ms(ttl_seconds)
+        ns = self._ns
+
+        def body(conn: sqlite3.Connection) -> str | None:
+            now = _now_ms()
+            rows = conn.execute(
+                "UPDATE kv SET length = length - 1, expires_at = ?"
+                " WHERE ns = ? AND key = ? AND expires_at > ? AND length > 1 RETURNING id, length",
+                (now + ms, ns, key, now),
+            ).fetchall()
+            if not rows:
+                self._append_refused(conn, key, now)  # WrongType when it holds a string
+                return None
+            list_id, length = rows[0]
+            popped = conn.execute(
+                "DELETE FROM item WHERE list_id = ? AND idx = ? RETURNING value", (list_id, length)
+            ).fetchall()
+            if not popped or type(popped[0][0]) is not str:
+                raise self._undecodable(key)  # rolled back: nothing changed
+            value: str = popped[0][0]  # the index reads its expiry from kv; the score is kept
+            return value
 
         return self._transact(body)
 
@@ -1009,6 +1249,89 @@ class SQLiteStorage(Storage):
         if rows[0][0] is None:
             raise WrongType(f"key {key!r} holds a string, not a list")
         return int(rows[0][0])
+
+    # -- activity index ---------------------------------------------------------------------------
+    def index_put(self, key: str, scopes: tuple[str, ...] | list[str], score: int) -> bool:
+        check_key(key)
+        scopes = check_scopes(scopes)
+        check_score(score)
+        ns = self._ns
+
+        def body(conn: sqlite3.Connection) -> bool:
+            rows = conn.execute(
+                "SELECT id, length, scope FROM kv WHERE ns = ? AND key = ? AND expires_at > ?",
+                (ns, key, _now_ms()),
+            ).fetchall()
+            if not rows:
+                return False
+            list_id, length, primary = rows[0]
+            if length is None:
+                raise WrongType(f"key {key!r} holds a string, not a list")
+            rest = list(scopes)
+            if primary is None and rest:
+                primary = self._scope_id(conn, rest.pop(0))
+            conn.execute(
+                "UPDATE kv SET scope = ?, score = ? WHERE id = ?",
+                (primary, None if primary is None else score, list_id),
+            )
+            conn.execute("UPDATE ix SET score = ? WHERE list_id = ?", (score, list_id))
+            for name in rest:
+                if self._scope_id(conn, name) != primary:
+                    self._file(conn, list_id, key, name, score)
+            return True
+
+        return self._transact(body)
+
+    def index_page(
+        self,
+        scope: str,
+        limit: int,
+        after: tuple[int, str] | None = None,
+        *,
+        ascending: bool = False,
+    ) -> list[tuple[int, str]]:
+        check_scope(scope)
+        limit, after = check_page(limit, after)
+        # Two ordered index walks, each at most one page long, merged: the lists filed here
+        # first (kv_page) and those filed here as a further scope (ix_page; CROSS JOIN keeps
+        # the index walk the outer loop). Each candidate's expiry is checked in its kv row;
+        # expired ones are skipped (the sweeps remove them with their kv rows).
+        order = "ASC" if ascending else "DESC"
+        past = ""
+        if after is not None:
+            past = " AND ({t}.score, {t}.key) " + (">" if ascending else "<") + " (?, ?)"
+        sql = (
+            "WITH s AS (SELECT id FROM scope WHERE ns = ? AND name = ?)"
+            " SELECT * FROM (SELECT kv.score, kv.key FROM kv"
+            " WHERE kv.scope = (SELECT id FROM s) AND kv.expires_at > ?"
+            + past.format(t="kv")
+            + f" ORDER BY kv.score {order}, kv.key {order} LIMIT {limit})"
+            " UNION ALL SELECT * FROM (SELECT ix.score, ix.key FROM ix"
+            " CROSS JOIN kv ON kv.id = ix.list_id"
+            " WHERE ix.scope = (SELECT id FROM s) AND kv.expires_at > ?"
+            + past.format(t="ix")
+            + f" ORDER BY ix.score {order}, ix.key {order} LIMIT {limit})"
+            f" ORDER BY 1 {order}, 2 {order} LIMIT {limit}"
+        )
+        now = _now_ms()
+        part: tuple[object, ...] = (now,) if after is None else (now, *after)
+        params: tuple[object, ...] = (self._ns, scope, *part, *part)
+        return [(int(score), str(key)) for score, key in self._read(sql, params)]
+
+    def index_count(self, scope: str) -> int:
+        check_scope(scope)
+        # n less the scope's lists that expired and were not swept yet: a kv_expires_at range
+        # (the sweeps keep it short), each probed in ix by its primary key.
+        rows = self._read(
+            # (+kv.scope: walk the short expired range of kv_expires_at, never the scope)
+            "SELECT n - (SELECT count(*) FROM kv"
+            " WHERE kv.expires_at <= ?1 AND +kv.scope = scope.id)"
+            " - (SELECT count(*) FROM kv CROSS JOIN ix"
+            " ON ix.scope = scope.id AND ix.list_id = kv.id WHERE kv.expires_at <= ?1)"
+            " FROM scope WHERE ns = ?2 AND name = ?3",
+            (_now_ms(), self._ns, scope),
+        )
+        return int(rows[0][0]) if rows else 0
 
     # -- lifecycle --------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:

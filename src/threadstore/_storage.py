@@ -34,6 +34,19 @@ APPEND_MISSING = 0
 APPEND_FULL = -1
 """list_append result: the list already holds max_items items; nothing was appended."""
 
+MAX_SCOPE_LENGTH = 200
+"""Longest index scope name, in characters."""
+MAX_SCOPES = 8
+"""Most scopes one list may be filed under."""
+MAX_SCORE = (1 << 53) - 1
+"""Largest index score (a Redis double holds every integer up to it exactly)."""
+MAX_PAGE = 1000
+"""Most entries one index_page call returns."""
+TRIM_ON_WRITE = 2
+"""Expired index entries a write that touches the index removes on the side."""
+TRIM_ON_READ = 64
+"""Expired index entries one index_page call removes at most (it skips any further ones)."""
+
 
 def check_text(text: str, what: str) -> str:
     """Refuse text that cannot be stored as UTF-8 (an unpaired surrogate from a bad decode)."""
@@ -84,6 +97,15 @@ def ttl_ms(ttl_seconds: object) -> int:
     return max(1, round(check_ttl(ttl_seconds) * 1000))
 
 
+def check_values(values: object) -> list[str]:
+    """Validate the items of list_append_many: a non-empty list or tuple of str."""
+    if not isinstance(values, list | tuple):
+        raise InvalidInput(f"values must be a list of str, got {type(values).__name__}")
+    if not values:
+        raise InvalidInput("values must not be empty")
+    return [check_value(v, f"values[{i}]") for i, v in enumerate(values)]
+
+
 def check_max_items(max_items: object) -> int:
     if type(max_items) is not int or not 1 <= max_items <= MAX_ITEMS:
         raise InvalidInput(f"max_items must be an int from 1 to {MAX_ITEMS}, got {max_items!r}")
@@ -99,6 +121,45 @@ def check_range(start: object, stop: object) -> tuple[int, int | None]:
     ):
         raise InvalidInput(f"start and stop must be non-negative ints, got {start!r}, {stop!r}")
     return start, stop
+
+
+def check_scope(scope: object) -> str:
+    if type(scope) is not str:
+        raise InvalidInput(f"scope must be a str, got {type(scope).__name__}")
+    if not scope or len(scope) > MAX_SCOPE_LENGTH or "\x00" in scope:
+        raise InvalidInput(
+            f"scope must be 1 to {MAX_SCOPE_LENGTH} characters without NUL, got {scope[:40]!r}"
+        )
+    return check_text(scope, "scope")
+
+
+def check_scopes(scopes: object) -> tuple[str, ...]:
+    """A list or tuple of distinct scope names (possibly empty), as a tuple in the given order."""
+    if not isinstance(scopes, list | tuple):
+        raise InvalidInput(f"scopes must be a list or tuple of str, got {type(scopes).__name__}")
+    if len(scopes) > MAX_SCOPES:
+        raise InvalidInput(f"a list may be filed under at most {MAX_SCOPES} scopes")
+    checked = tuple(check_scope(s) for s in scopes)
+    if len(set(checked)) != len(checked):
+        raise InvalidInput(f"scopes must be distinct, got {list(checked)!r}")
+    return checked
+
+
+def check_score(score: object) -> int:
+    if type(score) is not int or not 0 <= score <= MAX_SCORE:
+        raise InvalidInput(f"score must be an int from 0 to 2**53 - 1, got {score!r}")
+    return score
+
+
+def check_page(limit: object, after: object) -> tuple[int, tuple[int, str] | None]:
+    """Validate index_page's limit (1 to MAX_PAGE) and keyset position ``(score, key)``."""
+    if type(limit) is not int or not 1 <= limit <= MAX_PAGE:
+        raise InvalidInput(f"limit must be an int from 1 to {MAX_PAGE}, got {limit!r}")
+    if after is None:
+        return limit, None
+    if not isinstance(after, list | tuple) or len(after) != 2:
+        raise InvalidInput(f"after must be None or a (score, key) pair, got {after!r}")
+    return limit, (check_score(after[0]), check_key(after[1]))
 
 
 def check_prefix(prefix: object) -> str:
@@ -158,15 +219,64 @@ class Storage(ABC):
 
     # -- lists ---------------------------------------------------------------------------------
     @abstractmethod
-    def list_create(self, key: str, ttl_seconds: float, first: str) -> bool:
-        """Create a list holding ``first`` if ``key`` is free; False (nothing changed) otherwise."""
+    def list_create(
+        self,
+        key: str,
+        ttl_seconds: float,
+        first: str,
+        *,
+        scopes: tuple[str, ...] | list[str] = (),
+        score: int = 0,
+    ) -> bool:
+        """Create a list holding ``first`` if ``key`` is free; False (nothing changed) otherwise.
+
+        With ``scopes``, the new list is filed under each of those index scopes with ``score``,
+        in the same atomic step (see notes/index.md). The store remembers the scopes.
+        """
 
     @abstractmethod
-    def list_append(self, key: str, value: str, *, max_items: int, ttl_seconds: float) -> int:
+    def list_append(
+        self,
+        key: str,
+        value: str,
+        *,
+        max_items: int,
+        ttl_seconds: float,
+        score: int | None = None,
+    ) -> int:
         """Append to an existing list and refresh its TTL, atomically, in O(1).
 
         Returns the new length; APPEND_MISSING (0) when the list does not exist, APPEND_FULL (-1)
-        when it already holds ``max_items`` items. In both cases nothing changed.
+        when it already holds ``max_items`` items. In both cases nothing changed. When the list
+        is filed under index scopes and ``score`` is given, it is re-scored in all of them in the
+        same atomic step (O(log n) per scope).
+        """
+
+    @abstractmethod
+    def list_append_many(
+        self,
+        key: str,
+        values: list[str],
+        *,
+        max_items: int,
+        ttl_seconds: float,
+        score: int | None = None,
+    ) -> int:
+        """Append every item of ``values`` to an existing list and refresh its TTL, atomically:
+        all of them or none, contiguous (no other append lands between them). ``score``
+        re-scores a filed list in all its scopes, as for list_append.
+
+        Returns the new length; APPEND_MISSING (0) when the list does not exist, APPEND_FULL (-1)
+        when ``len(values)`` more items would exceed ``max_items``. In both cases nothing changed.
+        """
+
+    @abstractmethod
+    def list_pop(self, key: str, *, ttl_seconds: float) -> str | None:
+        """Remove and return the last item of a list and refresh its TTL, atomically (its index
+        expiry follows; its score is kept).
+
+        None (nothing changed) when the key is missing or the list holds a single item: lists
+        are never empty, so item 0 is never popped.
         """
 
     @abstractmethod
@@ -179,6 +289,30 @@ class Storage(ABC):
     @abstractmethod
     def list_length(self, key: str) -> int:
         """Number of items in the list at ``key``; 0 when missing or expired."""
+
+    # -- activity index (notes/index.md) -------------------------------------------------------
+    @abstractmethod
+    def index_put(self, key: str, scopes: tuple[str, ...] | list[str], score: int) -> bool:
+        """File the live list at ``key`` under ``scopes`` (added to any it is filed under) with
+        ``score`` in all of them; False when the key is missing. For backfills, not hot paths."""
+
+    @abstractmethod
+    def index_page(
+        self,
+        scope: str,
+        limit: int,
+        after: tuple[int, str] | None = None,
+        *,
+        ascending: bool = False,
+    ) -> list[tuple[int, str]]:
+        """Up to ``limit`` live entries ``(score, key)`` of ``scope`` strictly past the keyset
+        position ``after``, by (score, key) descending (ascending with ``ascending``). Fewer
+        than ``limit`` only when no more live entries follow. O(log n + limit) plus dead
+        entries skipped, of which a bounded number are removed per call."""
+
+    @abstractmethod
+    def index_count(self, scope: str) -> int:
+        """Number of live entries in ``scope``."""
 
     # -- lifecycle -----------------------------------------------------------------------------
     @abstractmethod

@@ -8,6 +8,8 @@ worker thread for SQLite, inline for memory). Method names and signatures match 
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -23,6 +25,7 @@ from ._models import History, Thread, ThreadPage, Turn, TurnFields
 from ._storage import Storage, run_in_worker
 
 T = TypeVar("T")
+F = TypeVar("F", bound="_Facade")
 
 
 OFFLOAD_BYTES = 64 * 1024
@@ -97,29 +100,59 @@ class _Facade:
     def max_turns(self) -> int:
         return self._logic.max_turns
 
+    @property
+    def owner(self) -> str | None:
+        """The principal this store acts for (see ``for_owner``); None for the unscoped store."""
+        return self._logic.owner
+
+    @property
+    def sees_all(self) -> bool:
+        """True unless this store is scoped to one owner's threads."""
+        return self._logic.see_all
+
+    def for_owner(self: F, owner: str, *, admin: bool = False) -> F:
+        """The same store acting as principal ``owner``, sharing this one's storage.
+
+        Threads it creates are owned by ``owner``. Unless ``admin``, it sees only those: another
+        principal's thread (or one created without an owner) is exactly like a missing one for
+        every method (None, ThreadNotFound with the same text, False from delete_thread), lists
+        and counts hold only ``owner``'s threads, and chains stop at a parent it may not see.
+        ``admin=True`` sees and manages every thread. Cheap (no I/O); closing either store
+        closes the shared storage.
+        """
+        scoped = copy.copy(self)
+        scoped._logic = dataclasses.replace(self._logic, owner=owner, see_all=admin)
+        return scoped
+
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.storage!r} ttl={self.ttl_seconds:g}s>"
+        who = "" if self.owner is None else f" owner={self.owner!r}"
+        who += " admin" if self.owner is not None and self.sees_all else ""
+        return f"<{type(self).__name__} {self.storage!r} ttl={self.ttl_seconds:g}s{who}>"
+
+
+def run_sync(storage: Storage, op: Op[T]) -> T:
+    """Run an operation of _logic.py against a storage object, in the calling thread."""
+    try:
+        call: Call = next(op)
+        while True:
+            try:
+                result: Any = getattr(storage, call.method)(*call.args, **call.kwargs)
+                if call.method == "scan":
+                    result = list(result)
+            except ThreadstoreError as exc:  # the operation may handle it
+                call = op.throw(exc)
+            else:
+                call = op.send(result)
+    except StopIteration as done:
+        value: T = done.value
+        return value
 
 
 class ThreadStore(_Facade):
     """Conversation threads on any backend. Safe to share between threads."""
 
     def _run(self, op: Op[T]) -> T:
-        storage = self.storage
-        try:
-            call: Call = next(op)
-            while True:
-                try:
-                    result: Any = getattr(storage, call.method)(*call.args, **call.kwargs)
-                    if call.method == "scan":
-                        result = list(result)
-                except ThreadstoreError as exc:  # the operation may handle it
-                    call = op.throw(exc)
-                else:
-                    call = op.send(result)
-        except StopIteration as done:
-            value: T = done.value
-            return value
+        return run_sync(self.storage, op)
 
     def create_thread(
         self,
@@ -171,11 +204,22 @@ class ThreadStore(_Facade):
 
     def export_threads(self) -> Iterator[str]:
         """Every live thread as one JSON line (no trailing newline), for backup or migration.
-        A damaged thread is skipped with a warning in the log, so it cannot block the others."""
-        for thread_id in self._run(self._logic.thread_ids()):
-            line = self._run(self._logic.export_line(thread_id))
-            if line is not None:
-                yield line
+        A damaged thread is skipped with a warning in the log, so it cannot block the others.
+
+        Streams through the activity index a page at a time (oldest activity first): memory
+        stays bounded however many threads are stored. A thread that gets a turn meanwhile may
+        appear twice, the later line newer; import with ``replace=True`` keeps the newest."""
+        after = None
+        while True:
+            lines, after = self._run(self._logic.export_page(after))
+            yield from lines
+            if after is None:
+                return
+
+    def reindex(self) -> int:
+        """File every live thread in the activity index; returns how many. Needed once after
+        upgrading a Redis store written by an older release (notes/index.md); harmless else."""
+        return self._run(self._logic.reindex())
 
     def import_threads(self, lines: Iterable[str], *, replace: bool = False) -> int:
         """Store exported JSON lines; returns how many threads were written (existing ones are
@@ -258,10 +302,16 @@ class AsyncThreadStore(_Facade):
         return await self._run(self._logic.delete_thread(thread_id))
 
     async def export_threads(self) -> AsyncIterator[str]:
-        for thread_id in await self._run(self._logic.thread_ids()):
-            line = await self._run(self._logic.export_line(thread_id))
-            if line is not None:
+        after = None
+        while True:
+            lines, after = await self._run(self._logic.export_page(after))
+            for line in lines:
                 yield line
+            if after is None:
+                return
+
+    async def reindex(self) -> int:
+        return await self._run(self._logic.reindex())
 
     async def import_threads(self, lines: Iterable[str], *, replace: bool = False) -> int:
         written = 0

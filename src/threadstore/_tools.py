@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import anyio.to_thread
 from pydantic import BaseModel, ConfigDict, Field
 
+from . import _auth
 from ._history import estimate_tokens
 from ._models import History, ThreadPage, Turn
 from ._threads import AsyncThreadStore
@@ -149,8 +150,12 @@ class StoreInfo(BaseModel):
     namespace: str
     ttl_hours: float = Field(description="Threads expire this long after their last turn.")
     max_turns: int
-    threads: int = Field(description="Live threads in this namespace.")
-    stats: dict[str, Any] = Field(description="The backend's counters and facts.")
+    threads: int = Field(description="Live threads in this namespace that you can see.")
+    stats: dict[str, Any] = Field(
+        description="The backend's counters and facts (for admins; empty for other principals)."
+    )
+    principal: str | None = Field(None, description="Who you are to this server.")
+    admin: bool = Field(True, description="Whether you see and manage every thread.")
 
 
 # -- the tools --------------------------------------------------------------------------------
@@ -216,13 +221,15 @@ async def thread_list(store: AsyncThreadStore, args: ListInput) -> ThreadPage:
 
 async def thread_delete(store: AsyncThreadStore, args: DeleteInput) -> ThreadDeleted:
     deleted = await store.delete_thread(args.thread_id)
+    _auth.deleted(store.owner or "-", "thread_delete", args.thread_id, deleted)
     return ThreadDeleted(thread_id=args.thread_id, deleted=deleted)
 
 
 async def store_info(store: AsyncThreadStore, args: InfoInput) -> StoreInfo:
     storage = store.storage
     threads = await store.count_threads()
-    stats = await anyio.to_thread.run_sync(storage.stats)
+    # The backend's counters (keys, bytes, hits) describe everyone's threads: admins only.
+    stats = await anyio.to_thread.run_sync(storage.stats) if store.sees_all else {}
     return StoreInfo(
         backend=storage.kind,
         url=storage.url,
@@ -231,4 +238,6 @@ async def store_info(store: AsyncThreadStore, args: InfoInput) -> StoreInfo:
         max_turns=store.max_turns,
         threads=threads,
         stats=stats,
+        principal=store.owner,
+        admin=store.sees_all,
     )

@@ -7,6 +7,10 @@ do (``tool_error``, the one place that does), and guards the HTTP transport: loo
 ``allow_remote``, a bearer token (THREADSTORE_AUTH_TOKEN) required off loopback and checked on
 every request whenever it is set, Host/Origin checks against DNS rebinding.
 
+Principals (``_auth.py``): every tool call runs on a store scoped to its caller (``for_owner``):
+the principal of the bearer token (tokens file, THREADSTORE_AUTH_TOKEN, or an OAuth access
+token), or the local admin principal on stdio and on unauthenticated loopback HTTP.
+
 In-process use (tests, embedding)::
 
     async with mcp.Client(build_server(url="memory://")) as client:
@@ -15,11 +19,14 @@ In-process use (tests, embedding)::
 
 from __future__ import annotations
 
+import errno
 import hmac
 import inspect
 import ipaddress
-import json
 import logging
+import os
+import socket
+import stat
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -29,13 +36,21 @@ from typing import Annotated, Any, Literal
 
 import anyio
 import anyio.to_thread
+from mcp.server.auth.middleware.auth_context import AuthContextMiddleware, get_access_token
+from mcp.server.auth.middleware.bearer_auth import BearerAuthBackend, RequireAuthMiddleware
+from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase
+from mcp.server.stdio import stdio_server
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import ToolAnnotations
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationError
+from starlette.middleware.authentication import AuthenticationMiddleware
 
+from . import _auth
 from . import _tools as t
+from ._arguments import argument_errors
 from ._config import Fallback, Settings, load_settings
 from ._errors import (
     ConfigError,
@@ -60,6 +75,10 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 MCP_PATH = "/mcp"
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+MIN_REMOTE_TOKEN = 32
+GENERATE_TOKEN = (  # how to make a secret, not a secret
+    "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"  # noqa: S105
+)
 _ANNOTATED: Any = Annotated  # subscripted at run time with a field's type and constraints
 
 INSTRUCTIONS = """\
@@ -174,16 +193,17 @@ def tool_error(exc: ThreadstoreError, thread_id: str | None = None) -> ToolError
     if isinstance(exc, InvalidThreadId):
         hint = (
             "Pass thread_id exactly as thread_create returned it (thread_list shows the live"
-            " threads)."
+            " threads). Nothing was changed."
         )
     elif isinstance(exc, ThreadNotFound):
-        hint = "Use thread_create for that (thread_list shows the threads still live)."
-    elif isinstance(exc, ThreadFull):
-        parent = thread_id or "<this thread's id>"
         hint = (
-            f"Call thread_create with parent_thread_id={parent}, then append to the new"
-            " thread; its thread_history includes this one's turns."
+            "Nothing was changed."  # thread_create with a missing parent_thread_id
+            if thread_id is None
+            else "Use thread_create for that (thread_list shows the threads still live)."
         )
+    elif isinstance(exc, ThreadFull):
+        # The message already says to start a new thread with this one as its parent.
+        hint = "Then append to the new thread; its thread_history includes this one's turns."
     elif isinstance(exc, InvalidInput):
         hint = "Nothing was changed; correct that argument and call again."
     elif isinstance(exc, StorageUnavailable):
@@ -201,15 +221,9 @@ def tool_error(exc: ThreadstoreError, thread_id: str | None = None) -> ToolError
     else:
         hint = ""
     text = str(exc).strip()
+    if hint and text and text[-1] not in ".!?":
+        text += "."
     return ToolError(f"{text} {hint}".strip())
-
-
-def _validation_error(exc: ValidationError) -> ToolError:
-    problems = "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or 'arguments'}: {err['msg']}"
-        for err in exc.errors()
-    )
-    return ToolError(f"invalid arguments ({problems}). Correct them and call again.")
 
 
 def _parameters(model: type[BaseModel]) -> list[inspect.Parameter]:
@@ -228,15 +242,29 @@ def _parameters(model: type[BaseModel]) -> list[inspect.Parameter]:
     return params
 
 
-def _handler(spec: ToolSpec) -> Callable[..., Awaitable[BaseModel]]:
+def _caller(authenticated: bool) -> _auth.Principal:
+    """The principal of the current tool call: from its access token when the server
+    authenticates requests, else the local admin principal (stdio, open loopback HTTP)."""
+    access = get_access_token()
+    if access is not None:
+        return _auth.principal_of(access)
+    if authenticated:  # fail closed: an authenticating server never acts for nobody
+        raise ToolError("this request carries no authenticated principal; send a bearer token")
+    return _auth.LOCAL_PRINCIPAL
+
+
+def _handler(spec: ToolSpec, authenticated: bool) -> Callable[..., Awaitable[BaseModel]]:
     async def handler(ctx: Context[Any, Any], **arguments: Any) -> BaseModel:
         store: AsyncThreadStore = ctx.request_context.lifespan_context
+        principal = _caller(authenticated)
         try:
             args = spec.input.model_validate(arguments)
         except ValidationError as exc:
-            raise _validation_error(exc) from None
+            raise ToolError(argument_errors(spec.name, spec.input, exc)) from None
+        scoped = store.for_owner(principal.name, admin=principal.admin)
+        call = _auth.current_call.set((principal.name, spec.name))
         try:
-            return await spec.run(store, args)
+            return await spec.run(scoped, args)
         except ThreadstoreError as exc:
             raise tool_error(exc, getattr(args, "thread_id", None)) from None
         except Exception:
@@ -245,6 +273,8 @@ def _handler(spec: ToolSpec) -> Callable[..., Awaitable[BaseModel]]:
                 f"{spec.name} failed with an internal error (details are in the server log);"
                 " retry once, then ask the user to run `threadstore doctor`."
             ) from None
+        finally:
+            _auth.current_call.reset(call)
 
     ctx_param = inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context)
     signature = inspect.Signature(
@@ -310,12 +340,16 @@ def build_server(
     fallback: Fallback | None = None,
     settings: Settings | None = None,
     log_level: LogLevel = "INFO",
+    auth: ServerAuth | None = None,
 ) -> MCPServer[AsyncThreadStore]:
     """The MCP server with threadstore's seven tools.
 
     With ``store``, the tools use it and the caller closes it. Otherwise the server's lifespan
     opens a store on ``url`` (default THREADSTORE_URL, else the SQLite file in the user's state
     directory; never memory) when the server starts and closes it when the server stops.
+
+    With ``auth`` (``load_auth``), every call acts as the principal of its bearer token (serve
+    it with ``http_app``); without, as the local admin principal.
     """
     from . import __version__
 
@@ -334,6 +368,7 @@ def build_server(
         ) as opened:
             yield opened
 
+    oauth = auth is not None and auth.oauth is not None
     server: MCPServer[AsyncThreadStore] = MCPServer(
         "threadstore",
         title="threadstore",
@@ -341,27 +376,53 @@ def build_server(
         instructions=INSTRUCTIONS,
         lifespan=lifespan,
         log_level=log_level,
+        token_verifier=auth.verifier if auth is not None and oauth else None,
+        auth=auth.oauth if auth is not None else None,
     )
+    if store is not None:
+        ttl = store.ttl_seconds
+    else:
+        ttl = ttl_seconds if ttl_seconds is not None else (settings or load_settings()).ttl_seconds
     for spec in TOOLS:
         server.add_tool(
-            _handler(spec),
+            _handler(spec, authenticated=auth is not None),
             name=spec.name,
             title=spec.title,
-            description=spec.description,
+            description=_described(spec, ttl),
             annotations=spec.annotations,
             structured_output=True,
         )
-        _forbid_unknown_arguments(server, spec.name)
+        _validate_arguments_here(server, spec.name)
     return server
 
 
-def _forbid_unknown_arguments(server: MCPServer[Any], name: str) -> None:
-    """Make a misspelt argument an error instead of silently dropping it.
+def _described(spec: ToolSpec, ttl_seconds: float) -> str:
+    """thread_create states the lifetime of what it creates (the MCP guidance for stateful
+    tools): the configured expiry, refreshed by every turn."""
+    if spec.name != "thread_create":
+        return spec.description
+    hours = ttl_seconds / 3600
+    return (
+        f"{spec.description} The thread lives {hours:g} hour{'s' if hours != 1 else ''} after"
+        " its last turn (every thread_append refreshes it); an expired or unknown thread_id is"
+        " an error. Only you (and the server's admins) can see your threads."
+    )
 
-    The SDK builds each tool's argument model from the handler's signature and ignores extra
-    keys; FuncMetadata documents its fields as read live, so a stricter subclass is swapped in
-    and the published schema says ``additionalProperties: false``.
-    """
+
+class _RawArguments(ArgModelBase):
+    """Accepts any JSON object and hands it on unchanged, so the handler validates it against
+    the tool's input model and words the errors (``_arguments.argument_errors``)."""
+
+    model_config = ConfigDict(extra="allow", arbitrary_types_allowed=True)
+
+    def model_dump_one_level(self) -> dict[str, Any]:
+        return dict(self.__pydantic_extra__ or {})
+
+
+def _validate_arguments_here(server: MCPServer[Any], name: str) -> None:
+    """Publish the strict schema (``additionalProperties: false``, so a misspelt argument is an
+    error, not silently dropped) but validate in the handler, not in the SDK, whose errors are a
+    raw pydantic dump. FuncMetadata documents its fields as read live."""
     tool = server._tool_manager.get_tool(name)
     if tool is None:  # pragma: no cover - registered just above
         return
@@ -369,8 +430,8 @@ def _forbid_unknown_arguments(server: MCPServer[Any], name: str) -> None:
     strict: type[BaseModel] = type(
         loose.__name__, (loose,), {"model_config": ConfigDict(extra="forbid")}
     )
-    tool.fn_metadata.arg_model = strict  # type: ignore[assignment]
     tool.parameters = strict.model_json_schema(by_alias=True)
+    tool.fn_metadata.arg_model = _RawArguments
 
 
 # -- HTTP ----------------------------------------------------------------------------------------
@@ -407,49 +468,144 @@ def security_settings(
     )
 
 
-class BearerAuth:
-    """ASGI middleware: every HTTP request must carry ``Authorization: Bearer <token>``, compared
-    in constant time; anything else gets 401 before it reaches the MCP app."""
+@dataclass(frozen=True, slots=True)
+class ServerAuth:
+    """How an HTTP server authenticates its callers (``load_auth``)."""
 
-    def __init__(self, app: Any, token: str) -> None:
+    verifier: _auth.ThreadstoreVerifier
+    oauth: AuthSettings | None = None
+    """OAuth resource-server settings for the SDK: protected-resource metadata (RFC 9728) and
+    ``WWW-Authenticate: Bearer resource_metadata=...`` on 401."""
+
+    @property
+    def summary(self) -> str:
+        parts = []
+        if self.verifier.table is not None:
+            parts.append(_auth.describe(self.verifier.table.principals) + " by bearer token")
+        if self.oauth is not None:
+            parts.append(f"OAuth access tokens from {self.oauth.issuer_url}")
+        return ", ".join(parts)
+
+
+def load_auth(
+    settings: Settings, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
+) -> ServerAuth | None:
+    """The principals the settings define; None when none is set (loopback-only serving).
+
+    Raises ConfigError for a tokens file that others can read, a malformed line (by number), a
+    duplicate principal or token, a token shorter than 32 characters, or a bad JWKS file."""
+    entries: list[_auth.TokenEntry] = []
+    if settings.auth_tokens_file is not None:
+        entries += _auth.load_tokens_file(settings.auth_tokens_file).entries
+    if settings.auth_token is not None:
+        shared = _auth.TokenTable.single(settings.auth_token).entries[0]
+        for entry in entries:
+            if entry.principal.name == shared.principal.name or hmac.compare_digest(
+                entry.digest, shared.digest
+            ):
+                raise ConfigError(
+                    f"THREADSTORE_AUTH_TOKEN stands for the admin principal"
+                    f" {shared.principal.name!r}, which THREADSTORE_AUTH_TOKENS_FILE line"
+                    f" {entry.line} also defines (by name or token): keep one of them"
+                )
+        entries.append(shared)
+    jwt = None
+    oauth = None
+    if settings.oauth_issuer and settings.oauth_audience and settings.oauth_jwks:
+        jwt = _auth.JwtVerifier(
+            _auth.OAuthSettings(
+                issuer=settings.oauth_issuer,
+                audience=settings.oauth_audience,
+                jwks=settings.oauth_jwks,
+                admin_scope=settings.oauth_admin_scope,
+            )
+        )
+        resource = settings.oauth_resource
+        if resource is None and settings.oauth_audience.startswith(("https://", "http://")):
+            resource = settings.oauth_audience
+        if resource is None:
+            resource = f"http://{_host_header(host)}:{port}{MCP_PATH}"
+        oauth = AuthSettings(
+            issuer_url=AnyHttpUrl(settings.oauth_issuer),
+            resource_server_url=AnyHttpUrl(resource),
+            validate_token_resource=False,  # the verifier checks the audience itself
+        )
+    if not entries and jwt is None:
+        return None
+    table = _auth.TokenTable(tuple(entries)) if entries else None
+    return ServerAuth(_auth.ThreadstoreVerifier(table, jwt), oauth)
+
+
+class _RequireToken:
+    """Bearer-token authentication without OAuth, from the SDK's own parts: the token is
+    checked by the verifier, the principal reaches the tools through the SDK's auth context,
+    and a request without a valid token gets 401 with ``WWW-Authenticate: Bearer``."""
+
+    def __init__(self, app: Any, verifier: _auth.ThreadstoreVerifier) -> None:
         self.app = app
-        self._token = token.encode()
-
-    def authorized(self, headers: Sequence[tuple[bytes, bytes]]) -> bool:
-        ok = False
-        for name, value in headers:
-            if name.lower() == b"authorization":
-                scheme, _, credentials = value.strip().partition(b" ")
-                if scheme.lower() == b"bearer":
-                    ok = hmac.compare_digest(credentials.strip(), self._token) or ok
-        return ok
+        guarded = AuthContextMiddleware(RequireAuthMiddleware(app, []))
+        self.http = AuthenticationMiddleware(guarded, backend=BearerAuthBackend(verifier))
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and not self.authorized(scope.get("headers", ())):
-            body = json.dumps(
-                {
-                    "error": "invalid_token",
-                    "error_description": "send Authorization: Bearer <THREADSTORE_AUTH_TOKEN>",
-                }
-            ).encode()
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 401,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                        (b"www-authenticate", b'Bearer realm="threadstore"'),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
+        if scope["type"] == "http":
+            await self.http(scope, receive, send)
+        else:  # lifespan
+            await self.app(scope, receive, send)
+
+
+class _AuditRefusals:
+    """One INFO line (``threadstore.audit``) per request refused with 401 or 403."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+
+        async def watched(message: Any) -> None:
+            if message["type"] == "http.response.start" and message["status"] in (401, 403):
+                client = scope.get("client") or ("-", 0)
+                has_token = any(
+                    name.lower() == b"authorization" for name, _ in scope.get("headers", ())
+                )
+                if message["status"] == 403:
+                    reason = "forbidden: insufficient scope or a foreign Origin"
+                else:
+                    reason = "invalid bearer token" if has_token else "no bearer token"
+                method, path = scope.get("method", "-"), scope.get("path", "-")
+                _auth.refused_request(method, path, f"{client[0]}", message["status"], reason)
+            await send(message)
+
+        await self.app(scope, receive, watched)
 
 
-def check_http_options(host: str, *, allow_remote: bool, token: str | None) -> None:
-    """Refuse unsafe HTTP settings before anything starts (ConfigError, exit code 2)."""
+def http_app(
+    server: MCPServer[AsyncThreadStore],
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    allowed_hosts: Sequence[str] = (),
+    auth: ServerAuth | None = None,
+) -> Any:
+    """The ASGI app serving ``server`` over streamable HTTP at /mcp (build ``server`` with the
+    same ``auth``): Host/Origin checks, bearer authentication, the audit of refusals."""
+    app: Any = server.streamable_http_app(
+        streamable_http_path=MCP_PATH,
+        transport_security=security_settings(host, port, allowed_hosts),
+        host=host,
+    )
+    if auth is not None and auth.oauth is None:
+        app = _RequireToken(app, auth.verifier)
+    return _AuditRefusals(app)
+
+
+def check_http_options(
+    host: str, *, allow_remote: bool, token: str | None, principals: bool = False
+) -> None:
+    """Refuse unsafe HTTP settings before anything starts (ConfigError, exit code 2).
+    ``principals``: a tokens file or OAuth authenticates the callers (instead of ``token``)."""
     if not host:
         raise ConfigError("--host must not be empty")
     if is_loopback(host):
@@ -459,11 +615,39 @@ def check_http_options(host: str, *, allow_remote: bool, token: str | None) -> N
             f"refusing to listen on {host}, which is not a loopback address: pass --allow-remote"
             " (and set THREADSTORE_AUTH_TOKEN) to serve other machines"
         )
-    if not token:
+    if not token and not principals:
         raise ConfigError(
             f"refusing to listen on {host} without authentication: set THREADSTORE_AUTH_TOKEN to"
-            " a long random secret; clients then send Authorization: Bearer <token>"
+            f" a long random secret ({GENERATE_TOKEN}); clients then send Authorization: Bearer"
+            " <token>"
         )
+    if token and len(token) < MIN_REMOTE_TOKEN:
+        raise ConfigError(
+            f"refusing --allow-remote with a THREADSTORE_AUTH_TOKEN of {len(token)} characters:"
+            f" use at least {MIN_REMOTE_TOKEN} random characters ({GENERATE_TOKEN})"
+        )
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """Bind the HTTP port before anything starts, so a port in use is a clear error (exit 2)
+    rather than a server that never starts; uvicorn serves on this socket."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host.strip("[]"), port, type=socket.SOCK_STREAM
+        )[0]
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot listen on {host}: {exc.strerror}") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(f"port {port} is in use") from None
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 # -- running -------------------------------------------------------------------------------------
@@ -498,19 +682,77 @@ def serve(
     settings = settings or load_settings()
     if transport not in ("stdio", "http"):
         raise ConfigError(f"unknown transport {transport!r}: expected 'stdio' or 'http'")
+    auth = None
+    sock = None
     if transport == "http":
-        check_http_options(host, allow_remote=allow_remote, token=settings.auth_token)
+        auth = load_auth(settings, host=host, port=port)
+        check_http_options(
+            host,
+            allow_remote=allow_remote,
+            token=settings.auth_token,
+            principals=settings.auth_tokens_file is not None or settings.oauth_enabled,
+        )
+        sock = listen_socket(host, port)
     configure_logging(log_level)
 
     async def main() -> None:
         async with open_store(url, namespace=namespace, settings=settings) as store:
-            server = build_server(store, log_level=log_level)
-            if transport == "stdio":
-                await server.run_stdio_async()
+            server = build_server(store, log_level=log_level, auth=auth)
+            if sock is None:
+                await _serve_stdio(server)
             else:
-                await _serve_http(server, host, port, allowed_hosts, settings.auth_token, log_level)
+                await _serve_http(server, host, port, allowed_hosts, auth, log_level, sock)
 
-    anyio.run(main)
+    try:
+        anyio.run(main)
+    finally:
+        if sock is not None:
+            sock.close()
+
+
+class _StdinLines:
+    """Lines from stdin when it is a terminal, pipe or socket, read on the event loop (no worker
+    thread), so cancelling the server (Ctrl-C) stops it at once instead of waiting for Enter."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._buffer = b""
+
+    def __aiter__(self) -> _StdinLines:
+        return self
+
+    async def __anext__(self) -> str:
+        while True:
+            end = self._buffer.find(b"\n")
+            if end >= 0:
+                line, self._buffer = self._buffer[: end + 1], self._buffer[end + 1 :]
+                return line.decode("utf-8", errors="replace")
+            await anyio.wait_readable(self._fd)
+            chunk = os.read(self._fd, 1 << 16)  # readable: returns what is there, never blocks
+            if not chunk:
+                if not self._buffer:
+                    raise StopAsyncIteration
+                line, self._buffer = self._buffer, b""
+                return line.decode("utf-8", errors="replace")
+            self._buffer += chunk
+
+
+def _stdin_lines() -> _StdinLines | None:
+    try:
+        fd = sys.stdin.fileno()
+        mode = os.fstat(fd).st_mode
+    except (AttributeError, OSError, ValueError):
+        return None
+    if os.isatty(fd) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+        return _StdinLines(fd)
+    return None  # a regular file cannot be polled: the SDK's own reader
+
+
+async def _serve_stdio(server: MCPServer[AsyncThreadStore]) -> None:
+    lines: Any = _stdin_lines()
+    async with stdio_server(stdin=lines) as (read_stream, write_stream):
+        lowlevel = server._lowlevel_server
+        await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
 
 
 async def _serve_http(
@@ -518,18 +760,22 @@ async def _serve_http(
     host: str,
     port: int,
     allowed_hosts: Sequence[str],
-    token: str | None,
+    auth: ServerAuth | None,
     log_level: LogLevel,
+    sock: socket.socket,
 ) -> None:
     import uvicorn
 
-    app: Any = server.streamable_http_app(
-        streamable_http_path=MCP_PATH,
-        transport_security=security_settings(host, port, allowed_hosts),
-        host=host,
-    )
-    if token:
-        app = BearerAuth(app, token)
+    app = http_app(server, host=host, port=port, allowed_hosts=allowed_hosts, auth=auth)
+    if (
+        auth is not None
+        and auth.verifier.jwt is not None
+        and auth.verifier.jwt.settings.jwks_is_url
+    ):
+        try:  # fetch the keys now so a wrong URL shows at start (tokens retry it later)
+            await anyio.to_thread.run_sync(auth.verifier.jwt.refresh)
+        except (OSError, ConfigError, UnicodeDecodeError) as exc:
+            log.warning("threadstore: cannot fetch the OAuth JWKS yet: %s", exc)
     config = uvicorn.Config(
         app,
         host=host,
@@ -545,8 +791,8 @@ async def _serve_http(
         _host_header(host),
         port,
         MCP_PATH,
-        "bearer token required" if token else "no token: loopback clients only",
+        auth.summary if auth is not None else "no token: loopback clients only",
     )
-    await web.serve()
+    await web.serve(sockets=[sock])
     if not web.started:
         raise StorageUnavailable(f"the HTTP server could not start on {_host_header(host)}:{port}")
