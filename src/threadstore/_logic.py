@@ -30,7 +30,7 @@ from ._errors import (
     ThreadstoreError,
     WrongType,
 )
-from ._history import TokenCounter, build_history
+from ._history import HistoryBuilder, TokenCounter, check_budget
 from ._ids import (
     ALL_THREADS,
     KEY_PREFIX,
@@ -60,6 +60,11 @@ MAX_NAME_LENGTH = 200
 """Longest tool, provider or model name."""
 CHAIN_DEPTH = 20
 """How many threads of a parent chain build_history walks."""
+HISTORY_BATCH = 32
+"""Most turns build_history reads at once (only while the turns read so far are small)."""
+HISTORY_BATCH_BYTES = 64 * 1024
+"""build_history reads at most about this much text at once, judged by the largest turn read so
+far; a turn larger than this is read alone."""
 EXPORT_PAGE = 100
 """Threads read per index page while exporting: the export holds at most this many ids."""
 
@@ -541,15 +546,71 @@ class Logic:
     def build_history(
         self, thread_id: str, *, max_tokens: int, token_counter: TokenCounter | None = None
     ) -> Op[History]:
-        chain = yield from self.get_thread_chain(thread_id, CHAIN_DEPTH)
+        """The chain's headers and lengths first, then its turns newest first, a turn (or a few
+        small ones) at a time, until the budget is spent: memory is bounded by the budget plus
+        one read, whatever the size of the chain. Same text as fitting the whole chain."""
+        self.rules.check_id(thread_id, "thread id")
+        check_budget(max_tokens)  # bad arguments fail before any read
+        chain = yield from self._chain_heads(thread_id)
         if not chain:
             raise self.not_found(thread_id)
-        parent = chain[0].parent_thread_id
+        parent = chain[-1][1].parent_thread_id
         # The walk stopped before the chain's limit, not at a cycle: the parent is gone.
-        gone = len(chain) < CHAIN_DEPTH and parent and parent not in {t.thread_id for t in chain}
-        return build_history(
-            chain, max_tokens, token_counter, missing_parent=parent if gone else None
+        ids = [tid for tid, _, _ in reversed(chain)]
+        gone = len(chain) < CHAIN_DEPTH and parent and parent not in ids
+        total = sum(length - 1 for _, _, length in chain)
+        builder = HistoryBuilder(
+            ids, total, max_tokens, token_counter, missing_parent=parent if gone else None
         )
+        number = total
+        batch = 1
+        largest = 0
+        for tid, _, length in chain:
+            key = thread_key(tid)
+            stop = length  # items [1, stop) are still to read, newest (stop - 1) first
+            while stop > 1:
+                start = max(1, stop - batch)
+                raw: list[str] = yield Call("list_range", (key, start, stop))
+                if len(raw) != stop - start:  # the thread expired meanwhile: history ends here
+                    return builder.result()
+                largest = max(largest, *map(len, raw))
+                for index in range(stop - 1, start - 1, -1):
+                    if not builder.offer(number, _decode_turn(raw[index - start], tid, index)):
+                        return builder.result()
+                    number -= 1
+                raw = []  # not held while the next batch is read
+                stop = start
+                # Small turns are read a few at a time (fewer round trips); a large one alone.
+                batch = max(1, min(batch * 2, HISTORY_BATCH, HISTORY_BATCH_BYTES // (largest or 1)))
+        return builder.result()
+
+    def _chain_heads(self, thread_id: str) -> Op[list[tuple[str, ThreadMeta, int]]]:
+        """(id, header, list length) of the thread and its ancestors, newest first: the walk of
+        ``get_thread_chain`` (cycle-safe, at most CHAIN_DEPTH, stopping at a parent that names
+        no possible thread or that the caller may not see) without reading any turn."""
+        chain: list[tuple[str, ThreadMeta, int]] = []
+        seen: set[str] = set()
+        current: str | None = thread_id
+        while current is not None and current not in seen and len(chain) < CHAIN_DEPTH:
+            seen.add(current)
+            if len(chain) and not _is_id(self.rules, current):
+                log.debug("threadstore: chain of %s ends at parent %r", thread_id, current[:80])
+                break
+            key = thread_key(current)
+            head: list[str] = yield Call("list_range", (key, 0, 1))
+            if not head:
+                break
+            meta = _decode_meta(head[0], current)
+            if not self.visible(meta):
+                if not chain:
+                    _auth.refused(self.owner, "build_history", current)
+                break
+            length: int = yield Call("list_length", (key,))
+            if not length:
+                break  # expired meanwhile
+            chain.append((current, meta, length))
+            current = meta.parent_thread_id
+        return chain
 
     def list_threads(
         self, *, limit: int = 50, cursor: str | None = None, scope: str = ALL_THREADS
