@@ -174,6 +174,13 @@ BENCHMARKS: list[Benchmark] = [
         "add_items / get_items / pop_item: the SDK's SQLiteSession vs ThreadstoreSession on"
         " memory, SQLite, Redis",
     ),
+    Benchmark(
+        "history_sqlite",
+        "workloads_history:history_sqlite",
+        "History of a long chain on SQLite",
+        "build_history on 20 threads x 50 turns of 200 KB, small and large budget: time, peak RSS"
+        " growth in a fresh process, event-loop max lag under 4 concurrent async calls",
+    ),
 ]
 
 BY_NAME = {b.name: b for b in BENCHMARKS}
