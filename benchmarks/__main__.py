@@ -2,7 +2,8 @@
 
 Runs each benchmark in a fresh Python process (``python -m benchmarks.run_one NAME --json``),
 then writes ``results.json``, ``results.md`` and one PNG per benchmark to the output directory
-(default ``benchmarks/results/<YYYY-MM-DD>-<host>/``). Progress goes to stderr.
+(default ``benchmarks/results/local/<YYYY-MM-DD>-<host>/``, which git ignores: a published run
+is a deliberate ``--out benchmarks/results/<name>``). Progress goes to stderr.
 
 Exit status: 0 when every benchmark ran (subjects reported "n/a" because a part has not landed or
 a binary is missing are fine), 1 when any benchmark crashed, 2 on bad arguments.
@@ -30,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 
 def default_out() -> Path:
     host = socket.gethostname().split(".")[0] or "host"
-    return HERE / "results" / f"{dt.date.today().isoformat()}-{host}"
+    return HERE / "results" / "local" / f"{dt.date.today().isoformat()}-{host}"
 
 
 def run_child(name: str, quick: bool, timeout: float) -> dict[str, Any]:

@@ -84,6 +84,13 @@ BENCHMARKS: list[Benchmark] = [
         "add_turn on threads of 1, 10, 25 and 49 turns (1 KB turns); get_thread; round trips",
     ),
     Benchmark(
+        "redis_topologies",
+        "workloads_topology:redis_topologies",
+        "Redis: single node, Cluster, wait_replicas=1",
+        "add_turn and get_thread (10 turns of 1 KB) on one node, a 3-master Cluster and with"
+        " wait_replicas=1; bytes per thread in Redis",
+    ),
+    Benchmark(
         "listing_memory",
         "workloads_listing:listing_memory",
         "Listing and counting in memory",
@@ -166,6 +173,13 @@ BENCHMARKS: list[Benchmark] = [
         "OpenAI Agents sessions",
         "add_items / get_items / pop_item: the SDK's SQLiteSession vs ThreadstoreSession on"
         " memory, SQLite, Redis",
+    ),
+    Benchmark(
+        "history_sqlite",
+        "workloads_history:history_sqlite",
+        "History of a long chain on SQLite",
+        "build_history on 20 threads x 50 turns of 200 KB, small and large budget: time, peak RSS"
+        " growth in a fresh process, event-loop max lag under 4 concurrent async calls",
     ),
 ]
 

@@ -31,7 +31,7 @@ APPENDS_PER_THREAD = 30  # fresh threads keep every append under the 50-turn def
 def floor_server() -> Any:
     from mcp.server.mcpserver import MCPServer
 
-    server = MCPServer("floor")
+    server = MCPServer("floor", log_level="WARNING")
 
     @server.tool(name="thread_create")
     async def thread_create(tool_name: str) -> dict[str, Any]:
@@ -64,8 +64,9 @@ def threadstore_server(url: str) -> Any:
     if build is None:
         raise NotAvailable("threadstore.server has no build_server()")
     params = inspect.signature(build).parameters
+    quiet = {"log_level": "WARNING"} if "log_level" in params else {}  # no INFO lines in progress
     if "url" in params:
-        return build(url=url)
+        return build(url=url, **quiet)
     if "store" in params:
         storage = threadstore_open(url)
         return build(store=backends.async_thread_store(storage))

@@ -18,6 +18,7 @@ from threadstore import (
     StorageUnavailable,
     WrongType,
 )
+from threadstore._config import SCHEMES
 
 BAD_KEYS = [None, 1, 1.5, b"bytes", ("t",), "", "a\x00b", "k" * 1025]
 BAD_TTLS = [0, -1, -0.5, 0.0, math.nan, math.inf, -math.inf, "10", None, True, 10**12, 0.0001]
@@ -288,7 +289,7 @@ class StorageContract:
         assert "url" in stats
 
     def test_repr_and_url(self, store: Storage) -> None:
-        assert store.url.split("://")[0] in ("memory", "sqlite", "redis", "rediss", "unix")
+        assert store.url.split("://")[0] in SCHEMES
         assert store.kind in repr(store) or store.url in repr(store)
 
     def test_close_is_idempotent_and_final(self, store: Storage) -> None:

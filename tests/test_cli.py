@@ -94,8 +94,11 @@ def test_history_fits_the_budget(url: str, thread_id: str) -> None:
         run("--url", url, "history", thread_id, "--max-tokens", "60", "--json").stdout
     )
     assert data["tokens"] <= 60 and data["turns_included"] + data["turns_omitted"] == 2
-    missing = run("--url", url, "history", thread_id)
-    assert missing.exit_code == 2 and "--max-tokens" in missing.output
+    default = run("--url", url, "history", thread_id)  # a default budget
+    assert default.exit_code == 0 and "2 turns included" in default.stderr
+    zero = run("--url", url, "history", thread_id, "--max-tokens", "0")
+    assert zero.exit_code == 2 and zero.stdout == ""
+    assert zero.stderr.startswith("threadstore: error: invalid value for '--max-tokens'")
 
 
 def test_delete_then_not_found(url: str, thread_id: str) -> None:
@@ -177,10 +180,18 @@ def test_doctor_fails_on_loose_permissions(url: str, thread_id: str, tmp_path: P
 
 
 def test_doctor_uses_the_default_state_file(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "threadstore" / "threads.db"
+    missing = run("doctor", "--json")  # a read: reports the missing file, creates nothing
+    assert missing.exit_code == 1
+    checks = {c["name"]: c for c in json.loads(missing.stdout)["checks"]}
+    assert checks["database"]["status"] == "FAIL"
+    assert f"no database at {path}" in checks["database"]["detail"]
+    assert not (tmp_path / "state").exists()
+    assert run("create").exit_code == 0  # a write creates it
     result = run("doctor", "--json")
     assert result.exit_code == 0, result.stdout
     checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
-    assert str(tmp_path / "state" / "threadstore" / "threads.db") in checks["backend URL"]["detail"]
+    assert str(path) in checks["backend URL"]["detail"]
     assert "default" in checks["backend URL"]["detail"]
 
 

@@ -37,11 +37,16 @@ def _spawn(url: str, writer: str, tids: list[str]) -> subprocess.Popen[str]:
     )
 
 
-def _collect(proc: subprocess.Popen[str], into: list[str]) -> threading.Thread:
+def _collect(
+    proc: subprocess.Popen[str], into: list[str], first_ack: threading.Event
+) -> threading.Thread:
     def pump() -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
             into.append(line.rstrip("\n"))
+            if line.startswith("ack "):
+                first_ack.set()
+        first_ack.set()  # the writer ended (or died) without acknowledging: do not wait on it
 
     t = threading.Thread(target=pump, daemon=True)
     t.start()
@@ -63,8 +68,13 @@ def test_sigkill_writers_lose_no_acknowledged_turn(tmp_path: Path) -> None:
         pad = rng.choice([0, 0, 2000, 100_000])  # big turns widen the window inside a commit
         writers = {f"r{rnd}w{w}" + "." * pad: [] for w in range(2)}
         procs = {name: _spawn(url, name, tids) for name in writers}
-        pumps = [_collect(p, writers[name]) for name, p in procs.items()]
-        time.sleep(rng.uniform(0.2, 0.45))
+        acks = {name: threading.Event() for name in writers}
+        pumps = [_collect(p, writers[name], acks[name]) for name, p in procs.items()]
+        # Kills are timed from each writer's first acknowledgement, not from its spawn: on a
+        # loaded machine a writer may need most of a second just to start (interpreter, imports).
+        for event in acks.values():
+            assert event.wait(timeout=120), "a writer never acknowledged its first turn"
+        time.sleep(rng.uniform(0.05, 0.3))
         victims = list(procs) if rng.random() < 0.5 else [rng.choice(list(procs))]
         for name in victims:
             procs[name].send_signal(signal.SIGKILL)

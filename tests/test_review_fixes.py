@@ -29,7 +29,7 @@ def test_write_racing_close_is_refused() -> None:
 
     def clock_then_close() -> float:
         now = real_clock()
-        store._closed = True  # close() lands between the clock read and the lock
+        store.close()  # close() lands between the clock read and the lock
         return now
 
     store._clock = clock_then_close

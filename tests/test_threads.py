@@ -218,7 +218,9 @@ def test_chain_oldest_first_and_depth(store: ThreadStore) -> None:
 
 
 def test_chain_stops_at_missing_parent(store: ThreadStore) -> None:
-    orphan = store.create_thread("chat", parent_thread_id=str(uuid.uuid4()))
+    parent = store.create_thread("chat")
+    orphan = store.create_thread("chat", parent_thread_id=parent)
+    store.delete_thread(parent)
     assert [t.thread_id for t in store.get_thread_chain(orphan)] == [orphan]
 
 

@@ -16,7 +16,10 @@ from ._redact import redact_url
 DEFAULT_TIMEOUT_HOURS = 3.0
 DEFAULT_MAX_TURNS = 50
 DEFAULT_NAMESPACE = "threadstore"
-SCHEMES = ("memory", "sqlite", "redis", "rediss", "unix")
+SCHEMES = (
+    "memory", "sqlite", "redis", "rediss", "unix",
+    "redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster",
+)  # fmt: skip
 _NAMESPACE_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 Fallback = Literal["memory", "fail"]
@@ -63,21 +66,31 @@ def _bad(var: str, value: str, accepted: str) -> ConfigError:
     return ConfigError(f"{var}={shown!r} is not valid: expected {accepted}")
 
 
+MIN_TIMEOUT_HOURS = 0.001  # 3.6 seconds
+MAX_TIMEOUT_HOURS = 24 * 365 * 10.0  # 10 years (the longest TTL a store accepts)
+# Plain ASCII decimals only: float() and int() also take "1_000", "1e-7", "inf" and non-ASCII
+# digits (full-width ones, say), none of which anyone means in an environment variable.
+_DECIMAL_RE = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)", re.ASCII)
+_WHOLE_RE = re.compile(r"[0-9]+", re.ASCII)
+
+
 def parse_timeout_hours(value: str, var: str = "CONVERSATION_TIMEOUT_HOURS") -> float:
-    try:
-        hours = float(value)
-    except ValueError:
-        raise _bad(var, value, "a positive number of hours, e.g. 3 or 1.5") from None
-    if not math.isfinite(hours) or hours <= 0 or hours > 24 * 365 * 10:
-        raise _bad(var, value, "a positive number of hours up to 87600 (10 years), e.g. 3 or 1.5")
+    accepted = (
+        f"a positive number of hours from {MIN_TIMEOUT_HOURS:g} to {MAX_TIMEOUT_HOURS:.0f}"
+        " (10 years), written with digits and an optional decimal point, e.g. 3 or 1.5"
+    )
+    if not _DECIMAL_RE.fullmatch(value):
+        raise _bad(var, value, accepted)
+    hours = float(value)
+    if not math.isfinite(hours) or not MIN_TIMEOUT_HOURS <= hours <= MAX_TIMEOUT_HOURS:
+        raise _bad(var, value, accepted)
     return hours
 
 
 def parse_max_turns(value: str, var: str = "MAX_CONVERSATION_TURNS") -> int:
-    try:
-        turns = int(value)
-    except ValueError:
-        raise _bad(var, value, "a whole number of turns from 1 to 100000") from None
+    if not _WHOLE_RE.fullmatch(value):
+        raise _bad(var, value, "a whole number of turns from 1 to 100000")
+    turns = int(value)
     if not 1 <= turns <= 100_000:
         raise _bad(var, value, "a whole number of turns from 1 to 100000")
     return turns

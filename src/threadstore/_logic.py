@@ -14,7 +14,7 @@ import json
 import logging
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
@@ -30,7 +30,7 @@ from ._errors import (
     ThreadstoreError,
     WrongType,
 )
-from ._history import TokenCounter, build_history
+from ._history import HistoryBuilder, TokenCounter, check_budget
 from ._ids import (
     ALL_THREADS,
     KEY_PREFIX,
@@ -58,6 +58,13 @@ DEFAULT_MAX_METADATA_BYTES = 64 * 1024
 """Largest turn ``metadata`` or thread ``initial_context`` (JSON, UTF-8 bytes)."""
 MAX_NAME_LENGTH = 200
 """Longest tool, provider or model name."""
+CHAIN_DEPTH = 20
+"""How many threads of a parent chain build_history walks."""
+HISTORY_BATCH = 32
+"""Most turns build_history reads at once (only while the turns read so far are small)."""
+HISTORY_BATCH_BYTES = 64 * 1024
+"""build_history reads at most about this much text at once, judged by the largest turn read so
+far; a turn larger than this is read alone."""
 EXPORT_PAGE = 100
 """Threads read per index page while exporting: the export holds at most this many ids."""
 
@@ -219,6 +226,29 @@ def _last_activity(raw: str, thread_id: str, length: int) -> datetime:
     return _decode_turn(raw, thread_id, length - 1).timestamp
 
 
+EARLIEST_STAMP = datetime(1970, 1, 1, tzinfo=UTC)
+"""Imported timestamps must lie between this and a day from now (and carry a timezone)."""
+
+
+def _check_stamp(stamp: datetime, what: str) -> None:
+    """Refuse a timestamp that cannot rank a thread: naive, or outside a sane range."""
+    if stamp.tzinfo is None or stamp.utcoffset() is None:
+        raise InvalidInput(
+            f"{what} {stamp.isoformat()!r} has no timezone: exported timestamps are UTC, e.g."
+            " 2026-01-31T12:00:00Z"
+        )
+    latest = utcnow() + timedelta(days=1)
+    if not EARLIEST_STAMP <= stamp <= latest:
+        raise InvalidInput(
+            f"{what} {stamp.isoformat()!r} is out of range: expected a time between"
+            f" {EARLIEST_STAMP:%Y-%m-%d} and tomorrow"
+        )
+
+
+def _reason(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, ThreadstoreError) else f"{type(exc).__name__}: {exc}"
+
+
 def _micros(stamp: datetime) -> int:
     """A timestamp as the index score: microseconds since the epoch (0 for earlier times)."""
     return max(0, int(stamp.timestamp()) * 1_000_000 + stamp.microsecond)
@@ -348,6 +378,10 @@ class Logic:
         if parent is not None and not self.see_all:
             owned = yield from self._owned(parent, "create_thread")
             if not owned:  # missing or another principal's: the same answer
+                raise self.parent_not_found(parent)
+        elif parent is not None and rules.strict_parent:  # compat accepts any parent string
+            live: int = yield Call("list_length", (thread_key(parent),))
+            if not live:
                 raise self.parent_not_found(parent)
         for _ in range(3):  # a UUID4 collision is astronomically unlikely; never overwrite one
             tid = given if given is not None else new_thread_id()
@@ -512,10 +546,71 @@ class Logic:
     def build_history(
         self, thread_id: str, *, max_tokens: int, token_counter: TokenCounter | None = None
     ) -> Op[History]:
-        chain = yield from self.get_thread_chain(thread_id)
+        """The chain's headers and lengths first, then its turns newest first, a turn (or a few
+        small ones) at a time, until the budget is spent: memory is bounded by the budget plus
+        one read, whatever the size of the chain. Same text as fitting the whole chain."""
+        self.rules.check_id(thread_id, "thread id")
+        check_budget(max_tokens)  # bad arguments fail before any read
+        chain = yield from self._chain_heads(thread_id)
         if not chain:
             raise self.not_found(thread_id)
-        return build_history(chain, max_tokens, token_counter)
+        parent = chain[-1][1].parent_thread_id
+        # The walk stopped before the chain's limit, not at a cycle: the parent is gone.
+        ids = [tid for tid, _, _ in reversed(chain)]
+        gone = len(chain) < CHAIN_DEPTH and parent and parent not in ids
+        total = sum(length - 1 for _, _, length in chain)
+        builder = HistoryBuilder(
+            ids, total, max_tokens, token_counter, missing_parent=parent if gone else None
+        )
+        number = total
+        batch = 1
+        largest = 0
+        for tid, _, length in chain:
+            key = thread_key(tid)
+            stop = length  # items [1, stop) are still to read, newest (stop - 1) first
+            while stop > 1:
+                start = max(1, stop - batch)
+                raw: list[str] = yield Call("list_range", (key, start, stop))
+                if len(raw) != stop - start:  # the thread expired meanwhile: history ends here
+                    return builder.result()
+                largest = max(largest, *map(len, raw))
+                for index in range(stop - 1, start - 1, -1):
+                    if not builder.offer(number, _decode_turn(raw[index - start], tid, index)):
+                        return builder.result()
+                    number -= 1
+                raw = []  # not held while the next batch is read
+                stop = start
+                # Small turns are read a few at a time (fewer round trips); a large one alone.
+                batch = max(1, min(batch * 2, HISTORY_BATCH, HISTORY_BATCH_BYTES // (largest or 1)))
+        return builder.result()
+
+    def _chain_heads(self, thread_id: str) -> Op[list[tuple[str, ThreadMeta, int]]]:
+        """(id, header, list length) of the thread and its ancestors, newest first: the walk of
+        ``get_thread_chain`` (cycle-safe, at most CHAIN_DEPTH, stopping at a parent that names
+        no possible thread or that the caller may not see) without reading any turn."""
+        chain: list[tuple[str, ThreadMeta, int]] = []
+        seen: set[str] = set()
+        current: str | None = thread_id
+        while current is not None and current not in seen and len(chain) < CHAIN_DEPTH:
+            seen.add(current)
+            if len(chain) and not _is_id(self.rules, current):
+                log.debug("threadstore: chain of %s ends at parent %r", thread_id, current[:80])
+                break
+            key = thread_key(current)
+            head: list[str] = yield Call("list_range", (key, 0, 1))
+            if not head:
+                break
+            meta = _decode_meta(head[0], current)
+            if not self.visible(meta):
+                if not chain:
+                    _auth.refused(self.owner, "build_history", current)
+                break
+            length: int = yield Call("list_length", (key,))
+            if not length:
+                break  # expired meanwhile
+            chain.append((current, meta, length))
+            current = meta.parent_thread_id
+        return chain
 
     def list_threads(
         self, *, limit: int = 50, cursor: str | None = None, scope: str = ALL_THREADS
@@ -538,10 +633,13 @@ class Logic:
         for _, key in entries[:limit]:
             if not key.startswith(KEY_PREFIX):
                 continue  # not a thread (the scope is shared with other kinds of lists)
+            thread_id = key[len(KEY_PREFIX) :]
             try:
-                summary = yield from self._summary(key[len(KEY_PREFIX) :])
-            except (CorruptData, WrongType) as exc:  # one damaged thread does not hide the rest
-                log.warning("threadstore: list_threads skips a thread: %s", exc)
+                summary = yield from self._summary(thread_id)
+            except StorageUnavailable:
+                raise
+            except Exception as exc:  # whatever is wrong with one thread does not hide the rest
+                log.warning("threadstore: list skips thread %s: %s", thread_id, _reason(exc))
                 continue
             if summary is not None:
                 summaries.append(summary)
@@ -634,12 +732,14 @@ class Logic:
         try:  # the id came from the index: no id rule applies (compat's ids are exported too)
             items: list[str] = yield Call("list_range", (thread_key(thread_id),))
             thread = _decode_thread(items, thread_id) if items else None
-        except (CorruptData, WrongType) as exc:
-            log.warning("threadstore: export skips a thread: %s", exc)
+            if thread is None or not (self.see_all or thread.owner == self.owner):
+                return None
+            return thread.model_dump_json(exclude_none=True)
+        except StorageUnavailable:
+            raise
+        except Exception as exc:  # whatever is wrong with one thread must not stop the export
+            log.warning("threadstore: export skips thread %s: %s", thread_id, _reason(exc))
             return None
-        if thread is None or not (self.see_all or thread.owner == self.owner):
-            return None
-        return thread.model_dump_json(exclude_none=True)
 
     def import_thread(self, line: str, *, replace: bool = False) -> Op[bool]:
         """Store one exported JSON line; False when the thread exists and ``replace`` is off.
@@ -653,6 +753,10 @@ class Logic:
         thread_id = check_thread_id(thread.thread_id)
         if thread.parent_thread_id is not None:
             check_thread_id(thread.parent_thread_id, "parent_thread_id")
+        _check_stamp(thread.created_at, "created_at")
+        _check_stamp(thread.last_updated_at, "last_updated_at")
+        for n, turn in enumerate(thread.turns, 1):
+            _check_stamp(turn.timestamp, f"turns[{n}].timestamp")
         # The same checks as create_thread and add_turn, before anything is written.
         _text(thread.tool_name, "tool_name", limit=MAX_NAME_LENGTH, empty=False)
         _json_dict(thread.initial_context, "initial_context", self.max_metadata_bytes)

@@ -33,6 +33,7 @@ drops the expired keys of the current second's bucket.
 from __future__ import annotations
 
 import heapq
+import os
 import sys
 import threading
 import time
@@ -91,6 +92,37 @@ Filing = list[Any]
 """[scopes (tuple of str), score (int)] of a filed list."""
 
 
+FORK_LOCK_SECONDS = 2.0  # how long fork() waits for a store's lock (it is only ever held briefly)
+_STORES: weakref.WeakSet[MemoryStorage] = weakref.WeakSet()
+_held: list[MemoryStorage] = []  # stores whose lock the forking thread holds across fork()
+
+
+def _lock_before_fork() -> None:
+    """Hold every store's lock across fork(): the child then starts from a consistent store
+    whose lock no vanished thread holds (it would hang forever on its first call)."""
+    deadline = time.monotonic() + FORK_LOCK_SECONDS
+    for store in list(_STORES):
+        if store._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            _held.append(store)
+
+
+def _unlock_in_parent() -> None:
+    while _held:
+        _held.pop()._lock.release()
+
+
+def _reinit_in_child() -> None:
+    held = set(map(id, _held))
+    _held.clear()
+    for store in list(_STORES):
+        store._after_fork_in_child(clean=id(store) in held)
+
+
+os.register_at_fork(
+    before=_lock_before_fork, after_in_parent=_unlock_in_parent, after_in_child=_reinit_in_child
+)
+
+
 def _str_size(s: str) -> int:
     """Bytes a str occupies: exact for ASCII (the common case) without a sys.getsizeof call."""
     return len(s) + _ASCII_HEADER if s.isascii() else _sizeof(s)
@@ -132,14 +164,31 @@ class MemoryStorage(Storage):
         self._closed = False
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
+        self._sweep_interval = float(sweep_interval)
         if sweeper:
-            self._sweeper = threading.Thread(
-                target=_sweep_forever,
-                args=(weakref.ref(self), self._stop, float(sweep_interval)),
-                name="threadstore-memory-sweeper",
-                daemon=True,
-            )
-            self._sweeper.start()
+            self._start_sweeper()
+        _STORES.add(self)
+
+    def _start_sweeper(self) -> None:
+        self._sweeper = threading.Thread(
+            target=_sweep_forever,
+            args=(weakref.ref(self), self._stop, self._sweep_interval),
+            name="threadstore-memory-sweeper",
+            daemon=True,
+        )
+        self._sweeper.start()
+
+    def _after_fork_in_child(self, *, clean: bool) -> None:
+        """In a child process: a fresh lock; the sweeper thread did not survive fork(), so a new
+        one starts. A store whose lock could not be taken before the fork may be half-updated:
+        it refuses every call, telling the child to open its own."""
+        self._lock = threading.Lock()
+        if not clean and not self._closed:
+            self._closed = True
+            self._clock = _forked_clock
+        if self._sweeper is not None and not self._closed:
+            self._stop = threading.Event()
+            self._start_sweeper()
 
     @property
     def url(self) -> str:
@@ -303,7 +352,7 @@ class MemoryStorage(Storage):
 
     def _check_open(self) -> None:
         if self._closed:
-            _closed_clock()
+            self._clock()  # raises: closed, or unusable after fork()
 
     # -- strings --------------------------------------------------------------------------------
     def get(self, key: str) -> str | None:
@@ -343,7 +392,7 @@ class MemoryStorage(Storage):
             data = self._data
             with self._lock:  # no call inside on the common path: see the module docstring
                 if self._closed:  # closed after the clock was read
-                    _closed_clock()
+                    self._clock()
                 if key in data:
                     old = data[key]
                     if expires_at >= old[1]:  # stays in its bucket
@@ -720,6 +769,14 @@ class MemoryStorage(Storage):
 
 def _closed_clock() -> float:
     raise StorageUnavailable("the memory store is closed")
+
+
+def _forked_clock() -> float:
+    raise StorageUnavailable(
+        "this memory store was busy in another thread when the process forked, so its state"
+        " cannot be trusted here: open a new store in the child process (memory stores are"
+        " per-process anyway)"
+    )
 
 
 def _sweep_forever(

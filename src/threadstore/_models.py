@@ -120,3 +120,10 @@ class History(BaseModel):
     turns_omitted: int
     files: list[str] = Field(default_factory=list)
     thread_ids: list[str] = Field(default_factory=list)
+    note: str | None = Field(
+        None,
+        description=(
+            "Set when something is missing from text: no turn fits max_tokens (with the smallest"
+            " budget that would include the newest turn), or a parent thread is gone."
+        ),
+    )

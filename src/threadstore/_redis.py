@@ -32,6 +32,7 @@ in the Cluster layout (``tagged``), so one script still does each write in one r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import math
 import random
@@ -44,27 +45,28 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 from urllib.parse import unquote, urlsplit
 
-import redis
-import redis.asyncio
-import redis.asyncio.retry
-from redis.backoff import NoBackoff
 from redis.client import NEVER_DECODE
 from redis.connection import parse_url as _untyped_parse_url
 from redis.exceptions import (
+    AskError,
     AuthenticationError,
     BusyLoadingError,
+    ClusterDownError,
     NoPermissionError,
     NoScriptError,
+    RedisClusterException,
     RedisError,
     ResponseError,
-    TimeoutError,
+    SlotNotCoveredError,
+    TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.retry import Retry
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ._config import check_namespace
 from ._errors import ConfigError, CorruptData, StorageUnavailable, WrongType
 from ._redact import redact_text, redact_url
+from ._redis_net import DEADLINE, Topology
 from ._storage import (
     TRIM_ON_READ,
     TRIM_ON_WRITE,
@@ -97,6 +99,17 @@ With the defaults a stopped server is reported within 0.2 to 0.35 s."""
 SCAN_COUNT = 1000
 """Keys the server looks at per SCAN step."""
 
+DEFAULT_DEADLINE = 5.0
+"""Seconds one whole operation may take, retries included (URL option ``deadline``): past it
+StorageUnavailable, and the connection is dropped. socket_timeout alone bounds each read, so a
+link trickling a byte at a time would otherwise hold a call for as long as the reply is long."""
+DEFAULT_WAIT_TIMEOUT_MS = 1000
+"""Milliseconds WAIT gives the replicas to confirm a write (URL option ``wait_timeout_ms``)."""
+SENTINEL_PORT = 26379
+DEFAULT_CLUSTER_PARTITIONS = 16
+"""Hash-tag partitions of a namespace on Redis Cluster (URL option ``partitions``): its threads
+and activity index spread over this many slots; listing runs one small script per partition."""
+
 # URL query options passed to redis-py as they are (it already parsed the numeric ones).
 _TIMEOUTS = ("socket_timeout", "socket_connect_timeout")
 _PLAIN_OPTIONS = frozenset(
@@ -107,7 +120,15 @@ _TLS_OPTIONS = frozenset(
     {"ssl_ca_certs", "ssl_ca_path", "ssl_certfile", "ssl_keyfile", "ssl_password",
      "ssl_cert_reqs", "ssl_check_hostname", "ssl_min_version", "ssl_ciphers"}
 )  # fmt: skip
-_OWN_OPTIONS = frozenset({"retries"})
+_OWN_OPTIONS = frozenset({"retries", "deadline", "wait_replicas", "wait_timeout_ms"})
+_SENTINEL_OPTIONS = frozenset({"sentinel_password", "sentinel_username"})
+_CLUSTER_OPTIONS = frozenset({"partitions"})
+TOPOLOGY_SCHEMES = {
+    "redis": ("single", False), "rediss": ("single", True), "unix": ("single", False),
+    "redis+sentinel": ("sentinel", False), "rediss+sentinel": ("sentinel", True),
+    "redis+cluster": ("cluster", False), "rediss+cluster": ("cluster", True),
+}  # fmt: skip
+"""URL scheme -> (topology, TLS)."""
 
 
 # -- Lua: one round trip each, atomic, one key ------------------------------------------------
@@ -396,6 +417,15 @@ class Cmd(NamedTuple):
     raw: bool = False
     """Read the reply as bytes (the parser decodes what it can): for SCAN, whose reply may
     hold key names that other clients wrote in another encoding."""
+    write: bool = False
+    """It may change data: followed by WAIT when the store waits for replicas."""
+    node: Any = None
+    """The cluster node to send it to (SCAN of one master); None: routed by its key."""
+
+    @property
+    def nskey(self) -> str:
+        """The namespaced key it touches (scripts name it after the script and key count)."""
+        return str(self.args[3] if self.args[0] in ("EVALSHA", "EVAL") else self.args[1])
 
 
 _RAW_REPLY: dict[str, Any] = {NEVER_DECODE: True}
@@ -505,7 +535,7 @@ class Commands:
     def set_with_ttl(self, key: str, ttl_seconds: float, value: str) -> Cmd:
         check_value(value)
         args = ("SET", self.key(check_key(key)), value, "PX", ttl_ms(ttl_seconds))
-        return Cmd(args, _none, key, True)
+        return Cmd(args, _none, key, True, write=True)
 
     setex = set_with_ttl
 
@@ -513,7 +543,7 @@ class Commands:
         # Retried after a lost reply, the key is gone all the same but the answer may be False.
         m, abase, ebase = self.index_names(self.partition(check_key(key)))
         args = ("EVALSHA", _DELETE.sha, 2, self.key(key), m, key, abase, ebase)
-        return Cmd(args, _positive, key, True)
+        return Cmd(args, _positive, key, True, write=True)
 
     def exists(self, key: str) -> Cmd:
         return Cmd(("EXISTS", self.key(check_key(key))), _positive, key, True)
@@ -524,7 +554,7 @@ class Commands:
     def expire(self, key: str, ttl_seconds: float) -> Cmd:
         m, _, ebase = self.index_names(self.partition(check_key(key)))
         args = ("EVALSHA", _EXPIRE.sha, 2, self.key(key), m, ttl_ms(ttl_seconds), key, ebase)
-        return Cmd(args, _positive, key, True)
+        return Cmd(args, _positive, key, True, write=True)
 
     # -- lists -----------------------------------------------------------------------------------
     def list_create(
@@ -547,7 +577,7 @@ class Commands:
             "EVALSHA", _LIST_CREATE.sha, 2 + len(sets), nskey, m, *sets,
             ms, first, score, "\0".join(scopes), key, abase, ebase,
         )  # fmt: skip
-        return Cmd(args, _positive, key, False)
+        return Cmd(args, _positive, key, False, write=True)
 
     def list_append(
         self,
@@ -568,7 +598,7 @@ class Commands:
             "EVALSHA", _LIST_APPEND.sha, 2, nskey, m,
             value, max_items, ms, shown, key, abase, ebase,
         )  # fmt: skip
-        return Cmd(args, int, key, False)
+        return Cmd(args, int, key, False, write=True)
 
     def list_append_many(
         self,
@@ -589,14 +619,14 @@ class Commands:
             "EVALSHA", _LIST_APPEND_MANY.sha, 2, nskey, m,
             max_items, ms, shown, key, abase, ebase, *values,
         )  # fmt: skip
-        return Cmd(args, int, key, False)
+        return Cmd(args, int, key, False, write=True)
 
     def list_pop(self, key: str, *, ttl_seconds: float) -> Cmd:
         nskey = self.key(check_key(key))
         ms = ttl_ms(ttl_seconds)
         m, abase, ebase = self.index_names(self.partition(key))
         args = ("EVALSHA", _LIST_POP.sha, 2, nskey, m, ms, key, abase, ebase)
-        return Cmd(args, _same, key, False)
+        return Cmd(args, _same, key, False, write=True)
 
     def list_range(self, key: str, start: int = 0, stop: int | None = None) -> Cmd:
         nskey = self.key(check_key(key))
@@ -623,7 +653,7 @@ class Commands:
             "EVALSHA", _INDEX_PUT.sha, 2 + len(sets), nskey, m, *sets,
             score, key, "\0".join(scopes), abase, ebase,
         )  # fmt: skip
-        return Cmd(args, _positive, key, True)
+        return Cmd(args, _positive, key, True, write=True)
 
     def index_page(
         self,
@@ -671,13 +701,16 @@ class Commands:
             return _glob_escape(self.prefix) + tag + _glob_escape(prefix) + "*"
         return _glob_escape(self.prefix + prefix) + "*"
 
-    def scan_page(self, match: str, cursor: int) -> Cmd:
-        """One SCAN step; the reply parses to (next cursor, keys without the namespace)."""
+    def scan_page(self, match: str, cursor: int, node: Any = None) -> Cmd:
+        """One SCAN step (of one cluster ``node``); the reply parses to (next cursor, keys
+        without the namespace)."""
         cut = len(self.prefix)
         tagged = self.tagged
 
         def parse(reply: Any) -> tuple[int, list[str]]:
             next_cursor, raw_keys = reply
+            if isinstance(next_cursor, dict):  # the sync cluster client: {node: cursor}
+                next_cursor = next(iter(next_cursor.values()), 0)
             keys = []
             for raw in raw_keys:
                 try:
@@ -689,7 +722,8 @@ class Commands:
                 keys.append(name[name.index("}", cut) + 1 :] if tagged else name[cut:])
             return int(next_cursor), keys
 
-        return Cmd(("SCAN", cursor, "MATCH", match, "COUNT", SCAN_COUNT), parse, match, True, True)
+        args = ("SCAN", cursor, "MATCH", match, "COUNT", SCAN_COUNT)
+        return Cmd(args, parse, match, True, True, node=node)
 
 
 # -- failure policy, shared by both executors -------------------------------------------------
@@ -703,13 +737,21 @@ class _Target:
     retries: int
     socket_timeout: float
     connect_timeout: float
+    deadline: float = DEFAULT_DEADLINE
+    wait_replicas: int = 0
+    wait_timeout_ms: int = DEFAULT_WAIT_TIMEOUT_MS
+    topology: str = "single"
+    partitions: int = DEFAULT_CLUSTER_PARTITIONS
+    """Activity index partitions on Cluster (URL option ``partitions``)."""
+    secrets: tuple[str, ...] = ()
+    """Every password the URL holds (the Sentinels' too), for redaction."""
 
     def backoff(self, attempt: int) -> float:
         delay = min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** (attempt - 1))
         return delay / 2 + random.uniform(0, delay / 2)  # "equal jitter"
 
     def reason(self, exc: BaseException) -> str:
-        return redact_text(str(exc) or type(exc).__name__, self.secret)
+        return redact_text(str(exc) or type(exc).__name__, self.secret, *self.secrets)
 
     def translate(self, exc: BaseException, key: str) -> Exception:
         """The threadstore error for a driver error."""
@@ -719,29 +761,103 @@ class _Target:
             return CorruptData(f"key {key!r} holds bytes that are not UTF-8 text")
         if isinstance(exc, AuthenticationError | NoPermissionError):
             return StorageUnavailable(f"redis at {self.url} refused access: {self.reason(exc)}")
-        if isinstance(exc, TimeoutError):
+        if isinstance(exc, RedisTimeoutError):
+            if time.monotonic() >= DEADLINE.get():
+                return self.past_deadline()
             return StorageUnavailable(
                 f"redis at {self.url} did not answer within {self.socket_timeout:g} s:"
                 f" {self.reason(exc)}"
             )
         return StorageUnavailable(f"redis at {self.url} is unavailable: {self.reason(exc)}")
 
+    def past_deadline(self) -> StorageUnavailable:
+        return StorageUnavailable(
+            f"redis at {self.url} did not complete the call within its {self.deadline:g} s"
+            " deadline (URL option deadline); the connection was dropped"
+        )
+
+    def too_few_replicas(self, acked: int) -> StorageUnavailable:
+        return StorageUnavailable(
+            f"redis at {self.url}: the write reached the master but only {acked} of"
+            f" {self.wait_replicas} replicas confirmed it within {self.wait_timeout_ms} ms;"
+            " it may or may not survive a failover"
+        )
+
+
+# Refused before running (cluster reconfiguring, a replica without its master, a slot without
+# a node): safe to send again whatever the operation.
+_REFUSED = (BusyLoadingError, ClusterDownError, TryAgainError, SlotNotCoveredError)
+
 
 def _decide(target: _Target, cmd: Cmd, exc: Exception, attempt: int) -> tuple[Cmd, float]:
     """After failure number ``attempt``: what to send next and how long to wait first.
 
-    Raises the translated error when the call should give up.
+    Raises the translated error when the call should give up (also when waiting would cross
+    the call's deadline).
     """
     if isinstance(exc, NoScriptError) and cmd.args[0] == "EVALSHA":
         return cmd._replace(args=("EVAL", _SCRIPTS[cmd.args[1]], *cmd.args[2:])), 0.0
-    retryable = isinstance(exc, BusyLoadingError) or (
+    retryable = isinstance(exc, _REFUSED) or (
         cmd.idempotent
         and isinstance(exc, RedisConnectionError)
         and not isinstance(exc, AuthenticationError)
     )
     if retryable and attempt <= target.retries:
-        return cmd, target.backoff(attempt)
+        delay = target.backoff(attempt)
+        if time.monotonic() + delay < DEADLINE.get():
+            return cmd, delay
     raise target.translate(exc, cmd.key) from exc
+
+
+def _topology_check(facts: dict[str, Any], target: _Target) -> list[str]:
+    """["ok" or "warn", one line] describing where the data lives, for ``doctor``."""
+    status = "ok"
+    if target.topology == "cluster":
+        nodes = facts["cluster_nodes"]
+        masters = sum(" master" in n for n in nodes)
+        text = (
+            f"cluster {facts['cluster_state']}: {masters} masters, {len(nodes) - masters}"
+            f" replicas, {facts['slots_covered']} of {facts['slots_total']} slots served"
+        )
+        if facts["cluster_state"] != "ok" or facts["slots_covered"] < facts["slots_total"]:
+            status = "warn"
+        if any("failing" in n for n in nodes):
+            status = "warn"
+            text += "; failing: " + ", ".join(n for n in nodes if "failing" in n)
+        replicas = min((sum(1 for n in nodes if " replica" in n) // max(masters, 1),), default=0)
+    else:
+        replicas = len(facts["replicas"])
+        where = (
+            f"master {facts['master']} (service {facts['service']})"
+            if (target.topology == "sentinel")
+            else f"{facts['role']}"
+        )
+        text = f"{where} with {replicas} replica(s): " + (", ".join(facts["replicas"]) or "none")
+        if facts["role"] != "master":
+            status = "warn"
+            text += "; this server is not a master, writes will be refused"
+    if target.wait_replicas > replicas:
+        status = "warn"
+        text += (
+            f"; wait_replicas={target.wait_replicas} but only {replicas} replica(s):"
+            " every write will report StorageUnavailable"
+        )
+    elif target.wait_replicas:
+        text += f"; every write waits for {target.wait_replicas} replica(s)"
+    return [status, text]
+
+
+def _cluster_nodes(reply: Any) -> list[str]:
+    """CLUSTER NODES (as redis-py parses it) as "address role [slots]" lines."""
+    out = []
+    for address, node in sorted(reply.items() if isinstance(reply, dict) else ()):
+        flags = str(node.get("flags", ""))
+        role = "master" if "master" in flags else "replica" if "slave" in flags else flags
+        if "fail" in flags:
+            role += " (failing)"
+        slots = sum(int(r[1]) - int(r[0]) + 1 if len(r) > 1 else 1 for r in node.get("slots", []))
+        out.append(f"{address.split('@')[0]} {role}" + (f" {slots} slots" if slots else ""))
+    return out
 
 
 class _Counters:
@@ -762,24 +878,89 @@ class _Counters:
             setattr(self, name, getattr(self, name) + 1)
 
 
-_DRIVER_ERRORS = (RedisError, UnicodeDecodeError)
+_DRIVER_ERRORS = (RedisError, RedisClusterException, UnicodeDecodeError)
 _parse_url: Callable[[str], dict[str, Any]] = _untyped_parse_url
 
 
-# -- URL -> client options ------------------------------------------------------------------
-def _client_options(url: str) -> tuple[dict[str, Any], _Target]:
-    """Parse a redis URL into keyword arguments for redis.Redis / redis.asyncio.Redis."""
+# -- URL -> topology and client options ----------------------------------------------------
+def _hosts(netloc: str, default_port: int, shown: str) -> tuple[tuple[str, int], ...]:
+    """``host:port,host:port`` (IPv6 in brackets) as a tuple of (host, port)."""
+    out = []
+    for item in netloc.split(","):
+        item = item.strip()
+        if item.startswith("["):
+            host, _, rest = item[1:].partition("]")
+            port_text = rest.removeprefix(":")
+        else:
+            host, _, port_text = item.partition(":")
+        try:
+            port = int(port_text) if port_text else default_port
+        except ValueError:
+            port = -1
+        if not host or not 0 < port < 65536:
+            raise ConfigError(f"{shown}: {item!r} is not a host:port")
+        out.append((host, port))
+    return tuple(out)
+
+
+def _split_multi_host(url: str, scheme: str, kind: str, shown: str) -> tuple[str, str, list[str]]:
+    """A multi-host URL as (single-node URL for redis-py's parser, service, hosts)."""
+    rest = url[len(scheme) + 3 :].partition("#")[0]
+    # The user info may hold '/' (percent-encoding recommended): it ends at the last '@' before
+    # the query.
+    query_at = rest.find("?")
+    at = rest.rfind("@", 0, query_at if query_at >= 0 else len(rest))
+    userinfo, after = (rest[:at], rest[at + 1 :]) if at >= 0 else ("", rest)
+    end = min((i for i in (after.find("/"), after.find("?")) if i >= 0), default=len(after))
+    hosts, tail = after[:end], after[end:]
+    path, _, query = tail.partition("?")
+    segments = [unquote(p) for p in path.split("/")[1:]] if path else []
+    service = ""
+    if kind == "sentinel":
+        if not segments or not segments[0]:
+            raise ConfigError(
+                f"{shown}: name the monitored master after the Sentinels,"
+                " like redis+sentinel://host:26379/mymaster/0"
+            )
+        service, segments = segments[0], segments[1:]
+    db = segments[0] if segments else ""
+    if len(segments) > 1 or (db and not db.isdigit()):
+        raise ConfigError(f"{shown}: the path after the hosts must be a database number, like /0")
+    if kind == "cluster" and db not in ("", "0"):
+        raise ConfigError(f"{shown}: Redis Cluster has only database 0")
+    base = "rediss" if scheme.startswith("rediss") else "redis"
+    first = hosts.split(",")[0] or "localhost"
+    single = f"{base}://{userinfo + '@' if at >= 0 else ''}{first}/{db}" + (
+        f"?{query}" if query else ""
+    )
+    return single, service, hosts.split(",") if hosts else []
+
+
+def _client_options(url: str) -> tuple[Topology, _Target]:
+    """Parse a redis URL (any topology) into how to reach the servers and how to behave."""
     shown = redact_url(url)
+    scheme = url.partition("://")[0].lower()
+    if scheme not in TOPOLOGY_SCHEMES:
+        raise ConfigError(f"{shown}: not a redis URL; schemes: {', '.join(TOPOLOGY_SCHEMES)}")
+    kind, tls = TOPOLOGY_SCHEMES[scheme]
+    service = ""
+    hosts: list[str] = []
+    single = scheme + url[len(scheme) :]
+    if kind != "single":
+        single, service, hosts = _split_multi_host(url, scheme, kind, shown)
     try:
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        parsed = _parse_url(scheme + url[len(scheme) :])
+        parts = urlsplit(single)
+        parsed = _parse_url(single)
     except ValueError as exc:
         raise ConfigError(f"{shown} is not a valid redis URL: {redact_text(str(exc))}") from None
-    accepted = _PLAIN_OPTIONS | _OWN_OPTIONS | (_TLS_OPTIONS if scheme == "rediss" else set())
+    accepted = _PLAIN_OPTIONS | _OWN_OPTIONS | (_TLS_OPTIONS if tls else set())
+    if kind == "sentinel":
+        accepted |= _SENTINEL_OPTIONS
+    if kind == "cluster":
+        accepted |= _CLUSTER_OPTIONS
     unknown = sorted(set(parsed) - accepted - {"host", "port", "path", "connection_class"})
     if unknown:
-        hint = "" if scheme == "rediss" else " (ssl_* options need rediss://)"
+        hint = "" if tls else " (ssl_* options need rediss://)"
         raise ConfigError(
             f"{shown}: unknown option {unknown[0]!r}{hint}; accepted: {', '.join(sorted(accepted))}"
         )
@@ -792,8 +973,8 @@ def _client_options(url: str) -> tuple[dict[str, Any], _Target]:
         if path not in ("", "/") and not path[1:].isdigit():
             raise ConfigError(f"{shown}: the path must be a database number, like /0")
         options = {"host": parsed.get("host", "localhost"), "port": parsed.get("port", 6379)}
-        options["ssl"] = scheme == "rediss"
-    for name in sorted(accepted - _OWN_OPTIONS):
+        options["ssl"] = tls
+    for name in sorted(accepted - _OWN_OPTIONS - _SENTINEL_OPTIONS - _CLUSTER_OPTIONS):
         if name in parsed:
             options[name] = parsed[name]
     for name in _TIMEOUTS:
@@ -802,35 +983,68 @@ def _client_options(url: str) -> tuple[dict[str, Any], _Target]:
             raise ConfigError(f"{shown}: {name} must be a positive number of seconds")
     if options.get("ssl_cert_reqs", "required") not in ("none", "optional", "required"):
         raise ConfigError(f"{shown}: ssl_cert_reqs must be none, optional or required")
+    retries = _whole(parsed, "retries", DEFAULT_RETRIES, 0, 10, shown)
+    wait_replicas = _whole(parsed, "wait_replicas", 0, 0, 100, shown)
+    partitions = _whole(parsed, "partitions", DEFAULT_CLUSTER_PARTITIONS, 1, 1024, shown)
+    wait_timeout_ms = _whole(parsed, "wait_timeout_ms", DEFAULT_WAIT_TIMEOUT_MS, 1, 600_000, shown)
     try:
-        retries = int(parsed.get("retries", DEFAULT_RETRIES))
+        deadline = float(parsed.get("deadline", DEFAULT_DEADLINE))
     except ValueError:
-        retries = -1
-    if not 0 <= retries <= 10:
-        raise ConfigError(f"{shown}: retries must be a whole number from 0 to 10")
-    options.setdefault("socket_timeout", DEFAULT_SOCKET_TIMEOUT)
-    options.setdefault("socket_connect_timeout", DEFAULT_CONNECT_TIMEOUT)
+        deadline = math.nan
+    if not (math.isfinite(deadline) and 0 < deadline <= 3600):
+        raise ConfigError(f"{shown}: deadline must be a number of seconds from 0 to 3600")
+    options.setdefault("socket_timeout", min(DEFAULT_SOCKET_TIMEOUT, deadline))
+    options.setdefault("socket_connect_timeout", min(DEFAULT_CONNECT_TIMEOUT, deadline))
     options["decode_responses"] = True
+    seeds: tuple[tuple[str, int], ...] = ()
+    sentinel_options: dict[str, Any] | None = None
+    if kind != "single":
+        default_port = SENTINEL_PORT if kind == "sentinel" else 6379
+        seeds = _hosts(",".join(hosts) or "localhost", default_port, shown)
+    if kind == "sentinel":
+        sentinel_options = {
+            name: options[name]
+            for name in (*_TIMEOUTS, "ssl", *_TLS_OPTIONS)
+            if name in options and (name != "ssl" or options[name])
+        }
+        for name in _SENTINEL_OPTIONS:
+            if name in parsed:
+                sentinel_options[name.removeprefix("sentinel_")] = str(parsed[name])
+    secrets = tuple(str(v) for v in (options.get("password"), parsed.get("sentinel_password")) if v)
+    topology = Topology(kind, options, seeds, service, sentinel_options)
     target = _Target(
         url=shown,
         secret=options.get("password"),
         retries=retries,
         socket_timeout=options["socket_timeout"],
         connect_timeout=options["socket_connect_timeout"],
+        deadline=deadline,
+        wait_replicas=wait_replicas,
+        wait_timeout_ms=wait_timeout_ms,
+        topology=kind,
+        partitions=partitions,
+        secrets=secrets,
     )
-    return options, target
+    return topology, target
 
 
-def _probe(options: dict[str, Any], target: _Target) -> None:
-    """PING once on a throwaway connection with short timeouts; raise if that fails."""
-    short = {
-        **options,
-        "socket_timeout": min(STARTUP_TIMEOUT, target.socket_timeout),
-        "socket_connect_timeout": min(STARTUP_TIMEOUT, target.connect_timeout),
-        "retry": Retry(NoBackoff(), 0),
-    }
-    client = redis.Redis(**short)
+def _whole(parsed: dict[str, Any], name: str, default: int, low: int, high: int, shown: str) -> int:
     try:
+        value = int(parsed.get(name, default))
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise ConfigError(f"{shown}: {name} must be a whole number from {low} to {high}")
+    return value
+
+
+def _probe(topology: Topology, target: _Target) -> None:
+    """PING once with short timeouts (for Sentinel: ask the Sentinels for the master first; for
+    Cluster: read the slot map); raise if that fails."""
+    client: Any = None
+    token = DEADLINE.set(time.monotonic() + max(STARTUP_TIMEOUT, 3.0))
+    try:
+        client = topology.sync_client(short=True)
         client.ping()
     except (AuthenticationError, NoPermissionError) as exc:
         raise ConfigError(
@@ -840,12 +1054,14 @@ def _probe(options: dict[str, Any], target: _Target) -> None:
         raise ConfigError(
             f"redis at {target.url} refused the login: {target.reason(exc)}"
         ) from None
-    except (RedisError, OSError) as exc:
+    except (RedisError, RedisClusterException, OSError) as exc:
         raise StorageUnavailable(
             f"cannot reach redis at {target.url}: {target.reason(exc)}"
         ) from None
     finally:
-        client.close()
+        DEADLINE.reset(token)
+        if client is not None:
+            client.close()
 
 
 # -- the sync executor -----------------------------------------------------------------------
@@ -874,7 +1090,7 @@ class RedisStorage(Storage):
 
     def __init__(
         self,
-        options: dict[str, Any],
+        topology: Topology,
         target: _Target,
         namespace: str,
         *,
@@ -884,14 +1100,15 @@ class RedisStorage(Storage):
         """Use from_url(); this constructor does not check that the server answers.
 
         ``partitions`` and ``tagged`` choose the key layout (notes/index.md): the defaults suit
-        one server and keep the key names of earlier releases.
+        one server and keep the key names of earlier releases; from_url() picks the Cluster
+        layout for ``redis+cluster://``.
         """
         self.namespace = check_namespace(namespace, "namespace")
-        self._options = options
+        self._topology = topology
         self._target = target
         self._commands = Commands(self.namespace, partitions=partitions, tagged=tagged)
         self._counters = _Counters()
-        self._redis = redis.Redis(**options, retry=Retry(NoBackoff(), 0))
+        self._redis: Any = topology.sync_client()
         self._client: _Sends = self._redis  # swapped for a _ClosedClient by close()
         self._aio = RedisAsyncOps(self)
         self._closed = False
@@ -904,10 +1121,24 @@ class RedisStorage(Storage):
         password redacted) when the server cannot be reached.
         """
         check_namespace(namespace, "namespace")
-        options, target = _client_options(url)
+        topology, target = _client_options(url)
         if check:
-            _probe(options, target)
-        return cls(options, target, namespace)
+            _probe(topology, target)
+        cluster = target.topology == "cluster"
+        try:
+            # Cluster: data keys and the activity index share per-partition hash tags, so each
+            # script touches one slot and the index spreads over `partitions` slots.
+            return cls(
+                topology,
+                target,
+                namespace,
+                partitions=target.partitions if cluster else 1,
+                tagged=cluster,
+            )
+        except (RedisError, RedisClusterException) as exc:  # a cluster reads its map at once
+            raise StorageUnavailable(
+                f"cannot reach redis at {target.url}: {target.reason(exc)}"
+            ) from None
 
     @property
     def url(self) -> str:
@@ -920,20 +1151,70 @@ class RedisStorage(Storage):
 
     # -- executor ---------------------------------------------------------------------------------
     def _run(self, cmd: Cmd) -> Any:
-        attempt = 0
-        while True:
-            try:
-                reply = self._client.execute_command(
-                    *cmd.args, **(_RAW_REPLY if cmd.raw else _DECODED_REPLY)
-                )
-                break
-            except _DRIVER_ERRORS as exc:
-                attempt += 1
-                cmd, delay = self._next_attempt(cmd, exc, attempt)
-                if delay:
-                    time.sleep(delay)
+        token = DEADLINE.set(time.monotonic() + self._target.deadline)
+        try:
+            attempt = 0
+            while True:
+                try:
+                    reply = self._send(cmd)
+                    break
+                except _DRIVER_ERRORS as exc:
+                    attempt += 1
+                    cmd, delay = self._next_attempt(cmd, exc, attempt)
+                    if delay:
+                        time.sleep(delay)
+        finally:
+            DEADLINE.reset(token)
         self._counters.sent()
         return cmd.parse(reply)
+
+    def _send(self, cmd: Cmd) -> Any:
+        options = _RAW_REPLY if cmd.raw else _DECODED_REPLY
+        if cmd.node is not None:
+            return self._client.execute_command(*cmd.args, target_nodes=cmd.node, **options)
+        if cmd.write and self._target.wait_replicas:
+            return self._send_and_wait(cmd)
+        return self._client.execute_command(*cmd.args, **options)
+
+    def _send_and_wait(self, cmd: Cmd) -> Any:
+        """The write, then WAIT, on one connection (WAIT counts that connection's writes)."""
+        target = self._target
+        if self._closed:
+            self._client.execute_command(*cmd.args)  # raises "closed"
+        client = self._redis
+        asking: Any = None
+        for _ in range(8):
+            if target.topology == "cluster":
+                node = asking or client.get_node_from_key(cmd.nskey)
+                pipe = client.get_redis_connection(node).pipeline(transaction=False)
+            else:
+                pipe = client.pipeline(transaction=False)
+            if asking is not None:
+                pipe.execute_command("ASKING")
+            pipe.execute_command(*cmd.args)
+            pipe.execute_command("WAIT", target.wait_replicas, target.wait_timeout_ms)
+            try:
+                *_, reply, acked = pipe.execute()
+            except AskError as exc:  # MovedError is an AskError too
+                if type(exc) is AskError:
+                    asking = client.get_node(host=exc.host, port=exc.port)
+                else:
+                    asking = None
+                    client.nodes_manager.initialize()
+                continue
+            except (RedisConnectionError, RedisTimeoutError):
+                if target.topology == "cluster":
+                    self._refresh_cluster_map()
+                raise
+            if int(acked) < target.wait_replicas:
+                self._counters.add("errors")
+                raise target.too_few_replicas(int(acked))
+            return reply
+        raise StorageUnavailable(f"redis at {target.url}: the cluster kept redirecting {cmd.key!r}")
+
+    def _refresh_cluster_map(self) -> None:
+        with contextlib.suppress(RedisError, RedisClusterException):  # the next call tries
+            self._redis.nodes_manager.initialize()
 
     def _next_attempt(self, cmd: Cmd, exc: Exception, attempt: int) -> tuple[Cmd, float]:
         """Count a failure and decide (both executors): raises the translated error, or says
@@ -974,15 +1255,24 @@ class RedisStorage(Storage):
 
     def _scan(self, match: str) -> Iterator[str]:
         seen: set[str] = set()
-        cursor = 0
-        while True:
-            cursor, keys = self._run(self._commands.scan_page(match, cursor))
-            for key in keys:
-                if key not in seen:
-                    seen.add(key)
-                    yield key
-            if cursor == 0:
-                return
+        for node in self._scan_nodes():
+            cursor = 0
+            while True:
+                cursor, keys = self._run(self._commands.scan_page(match, cursor, node))
+                for key in keys:
+                    if key not in seen:
+                        seen.add(key)
+                        yield key
+                if cursor == 0:
+                    break
+
+    def _scan_nodes(self) -> list[Any]:
+        """Every master of a cluster; [None] (the one server) otherwise."""
+        if self._target.topology != "cluster":
+            return [None]
+        if self._closed:
+            self._client.execute_command("SCAN")  # raises "closed"
+        return list(self._redis.get_primaries())
 
     # -- lists -------------------------------------------------------------------------------------
     def list_create(
@@ -1072,20 +1362,68 @@ class RedisStorage(Storage):
             "retried": counters.retries,  # re-sent: connection retries and script reloads
             "reachable": False,
         }
-        client = self._redis
+        out["topology"] = self._target.topology
+        if self._target.wait_replicas:
+            out["wait_replicas"] = self._target.wait_replicas
+            out["wait_timeout_ms"] = self._target.wait_timeout_ms
+        out["deadline"] = self._target.deadline
+        if self._target.topology == "cluster":
+            out["partitions"] = self._commands.partitions
         if self._closed:
             out["error"] = "closed"
             return out
+        token = DEADLINE.set(time.monotonic() + self._target.deadline)
         try:
-            server = client.info("server")
-            memory = client.info("memory")
-            out["db_keys"] = client.dbsize()  # the whole database, not only this namespace
-        except _DRIVER_ERRORS as exc:
+            out.update(self._server_facts())
+        except (*_DRIVER_ERRORS, OSError) as exc:
             out["error"] = str(self._target.translate(exc, ""))
             return out
+        finally:
+            DEADLINE.reset(token)
         out["reachable"] = True
+        return out
+
+    def _server_facts(self) -> dict[str, Any]:
+        """Version, memory, keys and where the data lives: the master and its replicas, or the
+        cluster's nodes and how many of the 16384 slots are served."""
+        client = self._redis
+        kind = self._target.topology
+        out: dict[str, Any] = {}
+        if kind == "cluster":
+            primaries = client.get_primaries()
+            nodes = [client.get_redis_connection(n) for n in primaries]
+            server = nodes[0].info("server")
+            out["used_memory"] = sum(int(n.info("memory")["used_memory"]) for n in nodes)
+            out["db_keys"] = sum(int(n.dbsize()) for n in nodes)
+            info = nodes[0].execute_command("CLUSTER INFO")
+            info = info if isinstance(info, dict) else {}
+            out["cluster_state"] = info.get("cluster_state")
+            out["slots_covered"] = int(info.get("cluster_slots_ok", 0))
+            out["slots_total"] = 16384
+            out["cluster_nodes"] = _cluster_nodes(nodes[0].execute_command("CLUSTER NODES"))
+        else:
+            server = client.info("server")
+            out["used_memory"] = client.info("memory").get("used_memory")
+            out["db_keys"] = client.dbsize()  # the whole database, not only this namespace
+            replication = client.info("replication")
+            out["role"] = replication.get("role")
+            out["replicas"] = [
+                f"{v['ip']}:{v['port']} {v.get('state', '')}".strip()
+                for k, v in sorted(replication.items())
+                if k.startswith("slave") and isinstance(v, dict)
+            ]
+            if kind == "sentinel":
+                sentinel: Any = self._topology.sentinel(short=True)
+                try:
+                    host, port = sentinel.discover_master(self._topology.service)
+                finally:
+                    for s in sentinel.sentinels:
+                        s.close()
+                out["service"] = self._topology.service
+                out["master"] = f"{host}:{port}"
+                out["sentinels"] = [f"{h}:{p}" for h, p in self._topology.seeds]
         out["server_version"] = server.get("redis_version")
-        out["used_memory"] = memory.get("used_memory")
+        out["topology_check"] = _topology_check(out, self._target)
         return out
 
     def close(self) -> None:
@@ -1113,12 +1451,12 @@ class RedisAsyncOps:
 
     def __init__(self, store: RedisStorage) -> None:
         self._store = store
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis]
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]
         self._clients = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         self._closing: set[asyncio.Future[None]] = set()
 
-    def _client(self) -> _SendsAsync:
+    def _client(self) -> Any:
         store = self._store
         if store._closed:
             raise StorageUnavailable(f"the redis store at {store.url} is closed")
@@ -1128,8 +1466,7 @@ class RedisAsyncOps:
             with self._lock:
                 client = self._clients.get(loop)
                 if client is None:
-                    retry = redis.asyncio.retry.Retry(NoBackoff(), 0)
-                    client = redis.asyncio.Redis(**store._options, retry=retry)
+                    client = store._topology.async_client()
                     self._clients[loop] = client
         return client
 
@@ -1139,7 +1476,7 @@ class RedisAsyncOps:
             return await self._run(getattr(store._commands, method)(*args, **kwargs))
         if method in Commands.FANOUT:
             fan = getattr(store._commands, method)(*args, **kwargs)
-            return fan.combine([await self._run(cmd) for cmd in fan.cmds])
+            return fan.combine(list(await asyncio.gather(*(self._run(c) for c in fan.cmds))))
         if method == "scan":
             return await self._scan(store._commands.scan_match(*args, **kwargs))
         if method in ("close", "shutdown"):
@@ -1149,30 +1486,60 @@ class RedisAsyncOps:
         raise AttributeError(f"{type(store).__name__} has no operation {method!r}")
 
     async def _run(self, cmd: Cmd) -> Any:
+        store = self._store
+        target = store._target
+        if cmd.write and target.wait_replicas:
+            # The write and its WAIT must share a connection: the blocking client does that
+            # (and follows the cluster's redirections), in a worker thread.
+            return await asyncio.to_thread(store._run, cmd)
         client = self._client()
-        attempt = 0
-        while True:
-            try:
-                reply = await client.execute_command(
-                    *cmd.args, **(_RAW_REPLY if cmd.raw else _DECODED_REPLY)
-                )
-                break
-            except _DRIVER_ERRORS as exc:
-                attempt += 1
-                cmd, delay = self._store._next_attempt(cmd, exc, attempt)
-                if delay:
-                    await asyncio.sleep(delay)
-        self._store._counters.sent()
+        token = DEADLINE.set(time.monotonic() + target.deadline)
+        try:
+            async with asyncio.timeout(target.deadline):
+                attempt = 0
+                while True:
+                    try:
+                        reply = await self._send(client, cmd)
+                        break
+                    except _DRIVER_ERRORS as exc:
+                        attempt += 1
+                        cmd, delay = store._next_attempt(cmd, exc, attempt)
+                        if delay:
+                            await asyncio.sleep(delay)
+        except TimeoutError:  # asyncio.timeout's: redis.asyncio dropped the connection
+            store._counters.add("errors")
+            raise target.past_deadline() from None
+        finally:
+            DEADLINE.reset(token)
+        store._counters.sent()
         return cmd.parse(reply)
+
+    @staticmethod
+    async def _send(client: Any, cmd: Cmd) -> Any:
+        options = _RAW_REPLY if cmd.raw else _DECODED_REPLY
+        if cmd.node is not None:
+            return await client.execute_command(*cmd.args, target_nodes=cmd.node, **options)
+        return await client.execute_command(*cmd.args, **options)
 
     async def _scan(self, match: str) -> list[str]:
         seen: dict[str, None] = {}
-        cursor = 0
-        while True:
-            cursor, keys = await self._run(self._store._commands.scan_page(match, cursor))
-            seen.update(dict.fromkeys(keys))
-            if cursor == 0:
-                return list(seen)
+        nodes: list[Any] = [None]
+        if self._store._target.topology == "cluster":
+            client = self._client()
+            try:
+                await client.initialize()
+            except _DRIVER_ERRORS as exc:
+                raise self._store._target.translate(exc, match) from None
+            nodes = list(client.get_primaries())
+        for node in nodes:
+            cursor = 0
+            while True:
+                cmd = self._store._commands.scan_page(match, cursor, node)
+                cursor, keys = await self._run(cmd)
+                seen.update(dict.fromkeys(keys))
+                if cursor == 0:
+                    break
+        return list(seen)
 
     async def aclose(self) -> None:
         """Close the running loop's client and wait for it."""

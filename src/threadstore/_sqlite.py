@@ -96,7 +96,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, TypeVar, cast
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
 
 from ._config import DEFAULT_NAMESPACE, check_namespace
 from ._errors import (
@@ -320,17 +320,41 @@ _STORES: weakref.WeakSet[SQLiteStorage] = weakref.WeakSet()
 
 
 _pid = os.getpid()  # kept current by the fork hook: cheaper than a getpid() call per operation
+FORK_DRAIN_SECONDS: Final = 2.0  # how long fork() waits for calls in flight to leave SQLite
+CLOSE_DRAIN_EXTRA_SECONDS: Final = 5.0  # close() waits busy_timeout plus this for calls in flight
+IDENTITY_CHECK_SECONDS: Final = 0.5  # reads check the file is still the one opened this often
+
+
+def _pause_before_fork() -> None:
+    """No thread of this process may be inside SQLite when it forks: a child would inherit its
+    mutexes and locks held, and hang on them. Calls in flight drain (bounded), new ones wait."""
+    deadline = time.monotonic() + FORK_DRAIN_SECONDS
+    for store in list(_STORES):
+        store._pause(deadline)
+
+
+def _resume_in_parent() -> None:
+    for store in list(_STORES):
+        store._resume()
 
 
 def _reinit_after_fork() -> None:
     global _pid
     _pid = os.getpid()
     for store in list(_STORES):
-        store._lock = threading.Lock()
-        store._write_lock = threading.Lock()
+        store._reinit_in_child()
 
 
-os.register_at_fork(after_in_child=_reinit_after_fork)
+os.register_at_fork(
+    before=_pause_before_fork,
+    after_in_parent=_resume_in_parent,
+    after_in_child=_reinit_after_fork,
+)
+
+
+def _ident(entry: tuple[int, weakref.ref[threading.Thread], sqlite3.Connection]) -> int | None:
+    thread = entry[1]()
+    return None if thread is None else thread.ident
 
 
 def _now_ms() -> int:
@@ -392,10 +416,12 @@ class SQLiteStorage(Storage):
             raise ConfigError(f"sqlite path must be a non-empty str, got {path!r}")
         self._memory = raw == _MEMORY
         self._path = raw if self._memory else os.path.abspath(os.path.expanduser(raw))
+        # Files are opened read-write only, never created by SQLite: _prepare_file creates them
+        # (mode 0600), and a file deleted under a running store is not silently re-created.
         self._target = (
             f"file:/threadstore-{os.getpid()}-{uuid.uuid4().hex}?vfs=memdb"
             if self._memory
-            else self._path
+            else f"file:{quote(self._path)}?mode=rw"
         )
         self._synchronous: str = sync
         self._busy_ms = busy_timeout_ms
@@ -405,6 +431,15 @@ class SQLiteStorage(Storage):
         self._write_lock = threading.Lock()  # threads of this process queue here, not in SQLite
         self._conns: list[tuple[int, weakref.ref[threading.Thread], sqlite3.Connection]] = []
         self._closed = False
+        # The gate: every call runs between _enter() and _leave(), counted per thread, so close()
+        # and fork() can wait until no thread executes on a connection (see _enter).
+        self._gate = threading.Condition(threading.Lock())
+        self._inflight: dict[int, int] = {}  # thread ident -> nesting depth of its calls
+        self._paused = False  # a fork() is waiting for the calls in flight to drain
+        self._drained = True  # the last pause saw every call leave in time
+        self._broken: str | None = None  # why this store refuses every call (file swapped, ...)
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file opened
+        self._checked_at = 0.0  # monotonic time of the last identity check made by a read
         self._ns = 0
         self._countdown = SWEEP_EVERY
         self._hits = self._misses = self._expired = 0
@@ -412,8 +447,12 @@ class SQLiteStorage(Storage):
         try:
             if not self._memory:
                 self._prepare_file()
-            conn = self._conn()  # the first connection checks the file before changing it
-            self._ns = self._retry_busy(lambda: self._setup(conn), time.monotonic(), conn)
+            self._enter()
+            try:
+                conn = self._conn()  # the first connection checks the file before changing it
+                self._ns = self._retry_busy(lambda: self._setup(conn), time.monotonic(), conn)
+            finally:
+                self._leave()
         except BaseException:
             self.close()
             raise
@@ -500,14 +539,46 @@ class SQLiteStorage(Storage):
             raise StorageUnavailable(
                 f"cannot open {path} for reading and writing: {exc.strerror}"
             ) from exc
-        os.close(fd)
+        try:
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        self._identity = (st.st_dev, st.st_ino)
+
+    def _check_identity(self) -> None:
+        """Refuse to go on when the file at our path is no longer the one opened.
+
+        A file replaced (a backup restored with ``mv``) or deleted under a running store would
+        leave old connections on the old file and new ones on another file (or a new, empty one),
+        with namespace ids cached from the first: threads of one namespace would show in another.
+        """
+        if self._identity is None:
+            return
+        try:
+            st = os.stat(self._path)
+        except FileNotFoundError:
+            reason = "was deleted"
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot stat {self._path}: {exc.strerror}") from exc
+        else:
+            if (st.st_dev, st.st_ino) == self._identity:
+                return
+            reason = "was replaced by another file (its device or inode changed)"
+        self._broken = (
+            f"the sqlite database {self._path} {reason} while this store had it open; it refuses"
+            " to continue so that two files are never mixed: open a new store"
+        )
+        raise StorageUnavailable(self._broken)
 
     def _check_file(self, conn: sqlite3.Connection) -> None:
         """Refuse, before anything is written, a file threadstore must not touch."""
         try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            # One statement: one snapshot, never half of another process's initialisation.
+            version, app_id, tables = conn.execute(
+                "SELECT (SELECT user_version FROM pragma_user_version),"
+                " (SELECT application_id FROM pragma_application_id),"
+                " (SELECT count(*) FROM sqlite_master)"
+            ).fetchone()
         except sqlite3.DatabaseError as exc:
             if _code(exc) not in (_CORRUPT, _NOTADB):
                 raise  # busy: retried; anything else: translated by the caller
@@ -530,7 +601,7 @@ class SQLiteStorage(Storage):
     def _setup(self, conn: sqlite3.Connection) -> int:
         """Migrate an older (or new, empty) file; return this store's namespace id."""
         if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-            self._migrate(conn)
+            self._migrate(conn)  # checks the file again, in the transaction that initialises it
         row = conn.execute("SELECT id FROM namespace WHERE name = ?", (self.namespace,)).fetchone()
         if row is None:
             with self._write_lock:
@@ -544,7 +615,10 @@ class SQLiteStorage(Storage):
         with self._write_lock:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                version = conn.execute("PRAGMA user_version").fetchone()[0]  # another process?
+                # Another process may have initialised the file since it was checked: the check
+                # and the initialisation are one transaction, so it never sees half of either.
+                self._check_file(conn)
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
                 for step in range(version, SCHEMA_VERSION):
                     for sql in _MIGRATIONS[step]:
                         conn.execute(sql)
@@ -558,6 +632,74 @@ class SQLiteStorage(Storage):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+
+    # -- the gate -------------------------------------------------------------------------------
+    def _enter(self) -> None:
+        """Count this thread in flight, or refuse (closed, broken); wait while a fork() drains.
+
+        close() waits for the calls in flight before it closes connections, and fork() waits so
+        that no thread is inside SQLite when the process forks. A thread already in flight
+        (a nested call) goes through at once, so the gate never waits on its own caller.
+        """
+        me = threading.get_ident()
+        with self._gate:
+            depth = self._inflight.get(me, 0)
+            if not depth:
+                while self._paused:
+                    self._gate.wait()
+                if self._closed:
+                    raise StorageUnavailable(f"the sqlite store {self.url} is closed")
+                if self._broken is not None:
+                    raise StorageUnavailable(self._broken)
+            self._inflight[me] = depth + 1
+
+    def _leave(self) -> None:
+        me = threading.get_ident()
+        with self._gate:
+            depth = self._inflight.pop(me) - 1
+            if depth:
+                self._inflight[me] = depth
+                return
+            closed = self._closed
+            if not self._inflight and (self._paused or closed):
+                self._gate.notify_all()
+        if closed:  # close() may give up waiting for this thread: it closes its own connection
+            pair: tuple[int, sqlite3.Cursor] | None = getattr(self._local, "pair", None)
+            if pair is not None and pair[0] == _pid:
+                with contextlib.suppress(sqlite3.Error):
+                    pair[1].connection.close()
+
+    def _pause(self, deadline: float) -> None:
+        """Before fork(): stop new calls, wait (until ``deadline``) for those in flight."""
+        me = threading.get_ident()
+        with self._gate:
+            self._paused = True
+            while any(ident != me for ident in self._inflight):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._gate.wait(left)
+            self._drained = not any(ident != me for ident in self._inflight)
+
+    def _resume(self) -> None:
+        with self._gate:
+            self._paused = False
+            self._gate.notify_all()
+
+    def _reinit_in_child(self) -> None:
+        """After fork(), in the child: fresh locks; the parent's connections are never used."""
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._gate = threading.Condition(threading.Lock())
+        me = threading.get_ident()
+        self._inflight = {me: self._inflight[me]} if me in self._inflight else {}
+        self._paused = False
+        if not self._drained and self._broken is None:
+            self._broken = (
+                f"the sqlite store {self.url} was in use by another thread when this process"
+                " forked, so its state cannot be trusted here: open a new store in the child"
+                " process (threadstore.open_storage)"
+            )
 
     # -- connections ------------------------------------------------------------------------------
     def _cursor(self) -> sqlite3.Cursor:
@@ -599,16 +741,22 @@ class SQLiteStorage(Storage):
         return conn
 
     def _new_connection(self, *, check: bool) -> sqlite3.Connection:
+        self._check_identity()
         try:
             conn = sqlite3.connect(
                 self._target,
                 timeout=self._busy_s,
                 isolation_level=None,
                 check_same_thread=False,
-                uri=self._memory,
+                uri=True,
             )
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
+        try:
+            self._check_identity()  # the same file before and after: this connection is on it
+        except BaseException:
+            conn.close()
+            raise
         try:
             if self._memory:
                 conn.execute("PRAGMA journal_mode = MEMORY")
@@ -706,7 +854,12 @@ class SQLiteStorage(Storage):
                     conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
 
     def _read(self, sql: str, params: tuple[object, ...], key: str = "") -> list[Any]:
+        self._enter()
         try:
+            now = time.monotonic()
+            if now - self._checked_at > IDENTITY_CHECK_SECONDS:  # writes check every time
+                self._checked_at = now
+                self._check_identity()
             return self._cursor().execute(sql, params).fetchall()
         except sqlite3.OperationalError as exc:
             if "decode" in str(exc):  # text written by another program, not UTF-8
@@ -720,22 +873,29 @@ class SQLiteStorage(Storage):
             )
         except UnicodeEncodeError:
             raise _not_utf8("key") from None
+        finally:
+            self._leave()
 
     def _write(self, sql: str, params: tuple[object, ...]) -> list[Any]:
         """One statement, autocommit: it takes the write lock when it starts (as IMMEDIATE)."""
         t0 = time.monotonic()
-        lock = self._write_lock
-        lock.acquire()
+        self._enter()
         try:
-            rows = self._cursor().execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
-            rows = self._retry_after(
-                exc, lambda: self._cursor().execute(sql, params).fetchall(), t0
-            )
-        except UnicodeEncodeError:
-            raise _not_utf8("key and value") from None
+            self._check_identity()
+            lock = self._write_lock
+            lock.acquire()
+            try:
+                rows = self._cursor().execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                rows = self._retry_after(
+                    exc, lambda: self._cursor().execute(sql, params).fetchall(), t0
+                )
+            except UnicodeEncodeError:
+                raise _not_utf8("key and value") from None
+            finally:
+                lock.release()
         finally:
-            lock.release()
+            self._leave()
         self._countdown -= 1
         if self._countdown <= 0:
             self._auto_sweep()
@@ -758,11 +918,16 @@ class SQLiteStorage(Storage):
             return result
 
         t0 = time.monotonic()
-        with self._write_lock:
-            try:
-                result = self._retry_busy(attempt, t0)
-            except UnicodeEncodeError:
-                raise _not_utf8("key and value") from None
+        self._enter()
+        try:
+            self._check_identity()
+            with self._write_lock:
+                try:
+                    result = self._retry_busy(attempt, t0)
+                except UnicodeEncodeError:
+                    raise _not_utf8("key and value") from None
+        finally:
+            self._leave()
         self._countdown -= 1
         if self._countdown <= 0:
             self._auto_sweep()
@@ -812,8 +977,12 @@ class SQLiteStorage(Storage):
             return removed, removed >= budget or len(due) >= budget
 
         t0 = time.monotonic()
-        with self._write_lock:
-            removed, more = self._retry_busy(attempt, t0)
+        self._enter()
+        try:
+            with self._write_lock:
+                removed, more = self._retry_busy(attempt, t0)
+        finally:
+            self._leave()
         self._expired += removed
         return more
 
@@ -1246,11 +1415,28 @@ class SQLiteStorage(Storage):
         }
 
     def close(self) -> None:
-        """Close every connection this store opened in this process. Idempotent."""
+        """Close every connection this store opened in this process. Idempotent.
+
+        Calls racing close() either finish or raise StorageUnavailable ("closed"): close() first
+        refuses new calls, then waits for those in flight (up to busy_timeout plus a few seconds)
+        and never closes a connection another thread is executing on; a thread still in flight
+        when close() stops waiting closes its own connection when its call ends.
+        """
         pid = os.getpid()
-        with self._lock:
-            self._closed = True
-            conns, self._conns = self._conns, []
+        me = threading.get_ident()
+        with self._gate:
+            with self._lock:
+                self._closed = True
+            deadline = time.monotonic() + self._busy_s + CLOSE_DRAIN_EXTRA_SECONDS
+            while any(ident != me for ident in self._inflight):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._gate.wait(left)
+            busy = {ident for ident in self._inflight if ident != me}
+            with self._lock:
+                conns = [e for e in self._conns if e[0] != pid or _ident(e) not in busy]
+                self._conns = [e for e in self._conns if e[0] == pid and _ident(e) in busy]
         for entry in conns:
             if entry[0] != pid:
                 _INHERITED.append(entry[2])

@@ -9,11 +9,14 @@ same inputs with the same messages before touching its store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
+import functools
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from ._errors import InvalidInput
 
@@ -354,6 +357,32 @@ class AsyncOps(Protocol):
     async def call(self, method: str, /, *args: Any, **kwargs: Any) -> Any: ...
 
 
+_R = TypeVar("_R")
+
+
+async def run_in_worker(fn: Callable[..., _R], /, *args: Any, **kwargs: Any) -> _R:
+    """Run ``fn`` in a worker thread; a cancelled caller still waits for it to finish.
+
+    ``asyncio.to_thread`` returns at once when its caller is cancelled while the worker thread
+    runs on: a cancelled write could then land later, after writes of calls made since. Here the
+    CancelledError is re-raised only once the worker is done, so when cancellation reaches the
+    caller the call has either happened or never will, and stored order follows the order in
+    which calls returned.
+    """
+    loop = asyncio.get_running_loop()
+    call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+    future = loop.run_in_executor(None, call)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        while not future.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([future])  # wait() never cancels what it waits for
+        if not future.cancelled():
+            future.exception()  # retrieved: the caller gets CancelledError, nothing is logged
+        raise
+
+
 class ThreadOffload:
     """Runs each contract call in a worker thread so the event loop never blocks on I/O."""
 
@@ -365,8 +394,8 @@ class ThreadOffload:
     async def call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
         fn = getattr(self._storage, method)
         if method == "scan":
-            return await asyncio.to_thread(lambda: list(fn(*args, **kwargs)))
-        return await asyncio.to_thread(fn, *args, **kwargs)
+            return await run_in_worker(lambda: list(fn(*args, **kwargs)))
+        return await run_in_worker(fn, *args, **kwargs)
 
 
 class Inline:

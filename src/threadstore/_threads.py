@@ -22,10 +22,38 @@ from ._factory import get_storage_backend
 from ._history import TokenCounter
 from ._logic import DEFAULT_MAX_METADATA_BYTES, DEFAULT_MAX_TURN_BYTES, Call, Logic, Op
 from ._models import History, Thread, ThreadPage, Turn, TurnFields
-from ._storage import Storage
+from ._storage import Storage, run_in_worker
 
 T = TypeVar("T")
 F = TypeVar("F", bound="_Facade")
+
+
+OFFLOAD_BYTES = 64 * 1024
+"""Storage answers holding more text than this are decoded in a worker thread (async API)."""
+
+
+def _large(result: object) -> bool:
+    """A list of stored items whose decoding would hold the event loop for long."""
+    if type(result) is not list:
+        return False
+    size = 0
+    for item in result:
+        if type(item) is str:
+            size += len(item)
+            if size > OFFLOAD_BYTES:
+                return True
+    return False
+
+
+def _advance(op: Op[Any], result: Any, error: ThreadstoreError | None) -> tuple[bool, Any]:
+    """One step of an operation: (False, its next Call) or (True, its return value). The
+    generator's StopIteration never leaves this function (it cannot cross a future)."""
+    try:
+        if error is not None:
+            return False, op.throw(error)
+        return False, op.send(result)  # send(None) starts a new generator, like next()
+    except StopIteration as stop:
+        return True, stop.value
 
 
 def _numbered(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
@@ -209,20 +237,26 @@ class ThreadStore(_Facade):
 class AsyncThreadStore(_Facade):
     """The same API, awaitable; never blocks the event loop."""
 
-    async def _run(self, op: Op[T]) -> T:
+    async def _run(self, op: Op[T], *, offload: bool = False) -> T:
+        """Run ``op``, awaiting each storage call. The operation's own steps (decoding, rendering,
+        token counting) run on the event loop when they are cheap, and in a worker thread when
+        ``offload`` is set or the data just read is large, so that no client waits on them."""
         aio = self.storage.aio
-        try:
-            call: Call = next(op)
-            while True:
-                try:
-                    result: Any = await aio.call(call.method, *call.args, **call.kwargs)
-                except ThreadstoreError as exc:  # the operation may handle it
-                    call = op.throw(exc)
-                else:
-                    call = op.send(result)
-        except StopIteration as done:
-            value: T = done.value
-            return value
+        done, step = _advance(op, None, None)
+        while not done:
+            call: Call = step
+            error: ThreadstoreError | None = None
+            result: Any = None
+            try:
+                result = await aio.call(call.method, *call.args, **call.kwargs)
+            except ThreadstoreError as exc:  # the operation may handle it
+                error = exc
+            if offload or (call.method == "list_range" and _large(result)):
+                done, step = await run_in_worker(_advance, op, result, error)
+            else:
+                done, step = _advance(op, result, error)
+        value: T = step
+        return value
 
     async def create_thread(
         self,
@@ -255,7 +289,10 @@ class AsyncThreadStore(_Facade):
         self, thread_id: str, *, max_tokens: int, token_counter: TokenCounter | None = None
     ) -> History:
         return await self._run(
-            self._logic.build_history(thread_id, max_tokens=max_tokens, token_counter=token_counter)
+            self._logic.build_history(
+                thread_id, max_tokens=max_tokens, token_counter=token_counter
+            ),
+            offload=True,  # decoding, rendering and the caller's token counter: off the loop
         )
 
     async def list_threads(self, *, limit: int = 50, cursor: str | None = None) -> ThreadPage:

@@ -19,10 +19,14 @@ In-process use (tests, embedding)::
 
 from __future__ import annotations
 
+import errno
 import hmac
 import inspect
 import ipaddress
 import logging
+import os
+import socket
+import stat
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -37,6 +41,8 @@ from mcp.server.auth.middleware.bearer_auth import BearerAuthBackend, RequireAut
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase
+from mcp.server.stdio import stdio_server
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import ToolAnnotations
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationError
@@ -44,6 +50,7 @@ from starlette.middleware.authentication import AuthenticationMiddleware
 
 from . import _auth
 from . import _tools as t
+from ._arguments import argument_errors
 from ._config import Fallback, Settings, load_settings
 from ._errors import (
     ConfigError,
@@ -68,6 +75,10 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 MCP_PATH = "/mcp"
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+MIN_REMOTE_TOKEN = 32
+GENERATE_TOKEN = (  # how to make a secret, not a secret
+    "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"  # noqa: S105
+)
 _ANNOTATED: Any = Annotated  # subscripted at run time with a field's type and constraints
 
 INSTRUCTIONS = """\
@@ -182,16 +193,17 @@ def tool_error(exc: ThreadstoreError, thread_id: str | None = None) -> ToolError
     if isinstance(exc, InvalidThreadId):
         hint = (
             "Pass thread_id exactly as thread_create returned it (thread_list shows the live"
-            " threads)."
+            " threads). Nothing was changed."
         )
     elif isinstance(exc, ThreadNotFound):
-        hint = "Use thread_create for that (thread_list shows the threads still live)."
-    elif isinstance(exc, ThreadFull):
-        parent = thread_id or "<this thread's id>"
         hint = (
-            f"Call thread_create with parent_thread_id={parent}, then append to the new"
-            " thread; its thread_history includes this one's turns."
+            "Nothing was changed."  # thread_create with a missing parent_thread_id
+            if thread_id is None
+            else "Use thread_create for that (thread_list shows the threads still live)."
         )
+    elif isinstance(exc, ThreadFull):
+        # The message already says to start a new thread with this one as its parent.
+        hint = "Then append to the new thread; its thread_history includes this one's turns."
     elif isinstance(exc, InvalidInput):
         hint = "Nothing was changed; correct that argument and call again."
     elif isinstance(exc, StorageUnavailable):
@@ -209,15 +221,9 @@ def tool_error(exc: ThreadstoreError, thread_id: str | None = None) -> ToolError
     else:
         hint = ""
     text = str(exc).strip()
+    if hint and text and text[-1] not in ".!?":
+        text += "."
     return ToolError(f"{text} {hint}".strip())
-
-
-def _validation_error(exc: ValidationError) -> ToolError:
-    problems = "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or 'arguments'}: {err['msg']}"
-        for err in exc.errors()
-    )
-    return ToolError(f"invalid arguments ({problems}). Correct them and call again.")
 
 
 def _parameters(model: type[BaseModel]) -> list[inspect.Parameter]:
@@ -254,7 +260,7 @@ def _handler(spec: ToolSpec, authenticated: bool) -> Callable[..., Awaitable[Bas
         try:
             args = spec.input.model_validate(arguments)
         except ValidationError as exc:
-            raise _validation_error(exc) from None
+            raise ToolError(argument_errors(spec.name, spec.input, exc)) from None
         scoped = store.for_owner(principal.name, admin=principal.admin)
         call = _auth.current_call.set((principal.name, spec.name))
         try:
@@ -386,7 +392,7 @@ def build_server(
             annotations=spec.annotations,
             structured_output=True,
         )
-        _forbid_unknown_arguments(server, spec.name)
+        _validate_arguments_here(server, spec.name)
     return server
 
 
@@ -403,13 +409,20 @@ def _described(spec: ToolSpec, ttl_seconds: float) -> str:
     )
 
 
-def _forbid_unknown_arguments(server: MCPServer[Any], name: str) -> None:
-    """Make a misspelt argument an error instead of silently dropping it.
+class _RawArguments(ArgModelBase):
+    """Accepts any JSON object and hands it on unchanged, so the handler validates it against
+    the tool's input model and words the errors (``_arguments.argument_errors``)."""
 
-    The SDK builds each tool's argument model from the handler's signature and ignores extra
-    keys; FuncMetadata documents its fields as read live, so a stricter subclass is swapped in
-    and the published schema says ``additionalProperties: false``.
-    """
+    model_config = ConfigDict(extra="allow", arbitrary_types_allowed=True)
+
+    def model_dump_one_level(self) -> dict[str, Any]:
+        return dict(self.__pydantic_extra__ or {})
+
+
+def _validate_arguments_here(server: MCPServer[Any], name: str) -> None:
+    """Publish the strict schema (``additionalProperties: false``, so a misspelt argument is an
+    error, not silently dropped) but validate in the handler, not in the SDK, whose errors are a
+    raw pydantic dump. FuncMetadata documents its fields as read live."""
     tool = server._tool_manager.get_tool(name)
     if tool is None:  # pragma: no cover - registered just above
         return
@@ -417,8 +430,8 @@ def _forbid_unknown_arguments(server: MCPServer[Any], name: str) -> None:
     strict: type[BaseModel] = type(
         loose.__name__, (loose,), {"model_config": ConfigDict(extra="forbid")}
     )
-    tool.fn_metadata.arg_model = strict  # type: ignore[assignment]
     tool.parameters = strict.model_json_schema(by_alias=True)
+    tool.fn_metadata.arg_model = _RawArguments
 
 
 # -- HTTP ----------------------------------------------------------------------------------------
@@ -605,8 +618,36 @@ def check_http_options(
     if not token and not principals:
         raise ConfigError(
             f"refusing to listen on {host} without authentication: set THREADSTORE_AUTH_TOKEN to"
-            " a long random secret; clients then send Authorization: Bearer <token>"
+            f" a long random secret ({GENERATE_TOKEN}); clients then send Authorization: Bearer"
+            " <token>"
         )
+    if token and len(token) < MIN_REMOTE_TOKEN:
+        raise ConfigError(
+            f"refusing --allow-remote with a THREADSTORE_AUTH_TOKEN of {len(token)} characters:"
+            f" use at least {MIN_REMOTE_TOKEN} random characters ({GENERATE_TOKEN})"
+        )
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """Bind the HTTP port before anything starts, so a port in use is a clear error (exit 2)
+    rather than a server that never starts; uvicorn serves on this socket."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host.strip("[]"), port, type=socket.SOCK_STREAM
+        )[0]
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot listen on {host}: {exc.strerror}") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(f"port {port} is in use") from None
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 # -- running -------------------------------------------------------------------------------------
@@ -642,6 +683,7 @@ def serve(
     if transport not in ("stdio", "http"):
         raise ConfigError(f"unknown transport {transport!r}: expected 'stdio' or 'http'")
     auth = None
+    sock = None
     if transport == "http":
         auth = load_auth(settings, host=host, port=port)
         check_http_options(
@@ -650,17 +692,67 @@ def serve(
             token=settings.auth_token,
             principals=settings.auth_tokens_file is not None or settings.oauth_enabled,
         )
+        sock = listen_socket(host, port)
     configure_logging(log_level)
 
     async def main() -> None:
         async with open_store(url, namespace=namespace, settings=settings) as store:
             server = build_server(store, log_level=log_level, auth=auth)
-            if transport == "stdio":
-                await server.run_stdio_async()
+            if sock is None:
+                await _serve_stdio(server)
             else:
-                await _serve_http(server, host, port, allowed_hosts, auth, log_level)
+                await _serve_http(server, host, port, allowed_hosts, auth, log_level, sock)
 
-    anyio.run(main)
+    try:
+        anyio.run(main)
+    finally:
+        if sock is not None:
+            sock.close()
+
+
+class _StdinLines:
+    """Lines from stdin when it is a terminal, pipe or socket, read on the event loop (no worker
+    thread), so cancelling the server (Ctrl-C) stops it at once instead of waiting for Enter."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._buffer = b""
+
+    def __aiter__(self) -> _StdinLines:
+        return self
+
+    async def __anext__(self) -> str:
+        while True:
+            end = self._buffer.find(b"\n")
+            if end >= 0:
+                line, self._buffer = self._buffer[: end + 1], self._buffer[end + 1 :]
+                return line.decode("utf-8", errors="replace")
+            await anyio.wait_readable(self._fd)
+            chunk = os.read(self._fd, 1 << 16)  # readable: returns what is there, never blocks
+            if not chunk:
+                if not self._buffer:
+                    raise StopAsyncIteration
+                line, self._buffer = self._buffer, b""
+                return line.decode("utf-8", errors="replace")
+            self._buffer += chunk
+
+
+def _stdin_lines() -> _StdinLines | None:
+    try:
+        fd = sys.stdin.fileno()
+        mode = os.fstat(fd).st_mode
+    except (AttributeError, OSError, ValueError):
+        return None
+    if os.isatty(fd) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+        return _StdinLines(fd)
+    return None  # a regular file cannot be polled: the SDK's own reader
+
+
+async def _serve_stdio(server: MCPServer[AsyncThreadStore]) -> None:
+    lines: Any = _stdin_lines()
+    async with stdio_server(stdin=lines) as (read_stream, write_stream):
+        lowlevel = server._lowlevel_server
+        await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
 
 
 async def _serve_http(
@@ -670,6 +762,7 @@ async def _serve_http(
     allowed_hosts: Sequence[str],
     auth: ServerAuth | None,
     log_level: LogLevel,
+    sock: socket.socket,
 ) -> None:
     import uvicorn
 
@@ -700,6 +793,6 @@ async def _serve_http(
         MCP_PATH,
         auth.summary if auth is not None else "no token: loopback clients only",
     )
-    await web.serve()
+    await web.serve(sockets=[sock])
     if not web.started:
         raise StorageUnavailable(f"the HTTP server could not start on {_host_header(host)}:{port}")
