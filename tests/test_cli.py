@@ -261,3 +261,35 @@ def test_the_installed_entry_point_runs(url: str, thread_id: str, tmp_path: Path
         timeout=30,
     )
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and done.stdout == ""
+
+
+@pytest.mark.redis
+def test_reindex_lists_threads_an_older_release_wrote(redis_url: str) -> None:
+    """A Redis store with threads from before the activity index: `list` and `stats` miss them
+    until `threadstore reindex` files them; repeating it changes nothing."""
+    storage = open_storage(redis_url)
+    try:
+        store = ThreadStore(storage, ttl_seconds=600, max_turns=5)
+        current = store.create_thread("chat")
+        legacy = str(uuid.uuid4())  # what an older release left: the thread's list, not filed
+        meta = {"v": 1, "thread_id": legacy, "created_at": "2026-01-02T03:04:05+00:00",
+                "tool_name": "old"}  # fmt: skip
+        assert storage.list_create(f"thread:{legacy}", 600, json.dumps(meta))
+    finally:
+        storage.close()
+    listed = json.loads(run("--url", redis_url, "list", "--json").stdout)["threads"]
+    assert [t["thread_id"] for t in listed] == [current]
+
+    result = run("--url", redis_url, "reindex")
+    assert result.exit_code == 0, result.stderr
+    assert "filed 2 threads; 2 listed (before: 1)" in result.stderr
+    listed = json.loads(run("--url", redis_url, "list", "--json").stdout)["threads"]
+    assert {t["thread_id"] for t in listed} == {current, legacy}
+    assert "filed 2 threads; 2 listed (before: 2)" in run("--url", redis_url, "reindex").stderr
+
+
+def test_reindex_of_a_missing_file_creates_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "nothing.db"
+    result = run("--url", f"sqlite:///{path}", "reindex")
+    assert result.exit_code == 2 and "no database at" in result.stderr
+    assert not path.exists()

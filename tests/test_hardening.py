@@ -90,6 +90,46 @@ def test_item2_fork_under_load_never_hangs(tmp_path: Path, backend: str) -> None
     record(f"hardening fork {backend}", **figures)
 
 
+def test_item2_fork_waits_for_a_thread_inside_a_step() -> None:
+    """What the load test above found once in about 1,300 forks: a child hung inside pydantic-core
+    (a mutex another thread held while decoding when the process forked). Made deterministic
+    here: a thread is inside a step of build_history (its token counter holds ``lock``, as a
+    library holds its own) when the main thread forks. fork() waits until the step is over, so
+    the child finds ``lock`` free. Before: the fork went ahead and the child could never take it."""
+    from threadstore import _forking
+
+    store = ThreadStore(open_storage("memory://"), ttl_seconds=600, max_turns=10)
+    tid = store.create_thread("chat")
+    store.add_turn(tid, "user", "hello")
+    lock, inside, release = threading.Lock(), threading.Event(), threading.Event()
+
+    def counter(text: str) -> int:
+        with lock:
+            inside.set()
+            release.wait(30)
+        return len(text)
+
+    def releaser() -> None:  # lets the step finish once fork() is draining
+        while not _forking._forking and not release.is_set():
+            release.wait(0.001)
+        release.set()
+
+    worker = threading.Thread(
+        target=lambda: store.build_history(tid, max_tokens=100, token_counter=counter)
+    )
+    worker.start()
+    assert inside.wait(30)
+    threading.Thread(target=releaser, daemon=True).start()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if lock.acquire(timeout=10) else 1)
+    release.set()
+    worker.join(30)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the child found the lock held"
+    store.close()
+
+
 # -- item 4: the SQLite file replaced or deleted under a running store ----------------------------
 def _worker_thread(fn: object) -> object:
     """Run ``fn`` in a new thread (a new SQLite connection); return its result or exception."""

@@ -33,7 +33,6 @@ drops the expired keys of the current second's bucket.
 from __future__ import annotations
 
 import heapq
-import os
 import sys
 import threading
 import time
@@ -44,6 +43,7 @@ from typing import Any
 
 from sortedcontainers import SortedList
 
+from . import _forking
 from ._config import DEFAULT_NAMESPACE
 from ._errors import InvalidInput, StorageUnavailable, WrongType
 from ._storage import (
@@ -92,15 +92,13 @@ Filing = list[Any]
 """[scopes (tuple of str), score (int)] of a filed list."""
 
 
-FORK_LOCK_SECONDS = 2.0  # how long fork() waits for a store's lock (it is only ever held briefly)
 _STORES: weakref.WeakSet[MemoryStorage] = weakref.WeakSet()
 _held: list[MemoryStorage] = []  # stores whose lock the forking thread holds across fork()
 
 
-def _lock_before_fork() -> None:
+def _lock_before_fork(deadline: float) -> None:
     """Hold every store's lock across fork(): the child then starts from a consistent store
     whose lock no vanished thread holds (it would hang forever on its first call)."""
-    deadline = time.monotonic() + FORK_LOCK_SECONDS
     for store in list(_STORES):
         if store._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             _held.append(store)
@@ -118,7 +116,7 @@ def _reinit_in_child() -> None:
         store._after_fork_in_child(clean=id(store) in held)
 
 
-os.register_at_fork(
+_forking.register(
     before=_lock_before_fork, after_in_parent=_unlock_in_parent, after_in_child=_reinit_in_child
 )
 

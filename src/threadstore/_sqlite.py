@@ -98,6 +98,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal, TypeVar, cast
 from urllib.parse import parse_qsl, quote
 
+from . import _forking
 from ._config import DEFAULT_NAMESPACE, check_namespace
 from ._errors import (
     ConfigError,
@@ -320,15 +321,13 @@ _STORES: weakref.WeakSet[SQLiteStorage] = weakref.WeakSet()
 
 
 _pid = os.getpid()  # kept current by the fork hook: cheaper than a getpid() call per operation
-FORK_DRAIN_SECONDS: Final = 2.0  # how long fork() waits for calls in flight to leave SQLite
 CLOSE_DRAIN_EXTRA_SECONDS: Final = 5.0  # close() waits busy_timeout plus this for calls in flight
 IDENTITY_CHECK_SECONDS: Final = 0.5  # reads check the file is still the one opened this often
 
 
-def _pause_before_fork() -> None:
+def _pause_before_fork(deadline: float) -> None:
     """No thread of this process may be inside SQLite when it forks: a child would inherit its
     mutexes and locks held, and hang on them. Calls in flight drain (bounded), new ones wait."""
-    deadline = time.monotonic() + FORK_DRAIN_SECONDS
     for store in list(_STORES):
         store._pause(deadline)
 
@@ -345,7 +344,7 @@ def _reinit_after_fork() -> None:
         store._reinit_in_child()
 
 
-os.register_at_fork(
+_forking.register(
     before=_pause_before_fork,
     after_in_parent=_resume_in_parent,
     after_in_child=_reinit_after_fork,

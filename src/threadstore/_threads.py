@@ -19,6 +19,7 @@ from typing_extensions import Unpack
 from ._config import load_settings
 from ._errors import InvalidInput, ThreadstoreError
 from ._factory import get_storage_backend
+from ._forking import step_begin, step_end
 from ._history import TokenCounter
 from ._logic import DEFAULT_MAX_METADATA_BYTES, DEFAULT_MAX_TURN_BYTES, Call, Logic, Op
 from ._models import History, Thread, ThreadPage, Turn, TurnFields
@@ -47,13 +48,17 @@ def _large(result: object) -> bool:
 
 def _advance(op: Op[Any], result: Any, error: ThreadstoreError | None) -> tuple[bool, Any]:
     """One step of an operation: (False, its next Call) or (True, its return value). The
-    generator's StopIteration never leaves this function (it cannot cross a future)."""
+    generator's StopIteration never leaves this function (it cannot cross a future). A fork()
+    waits until no thread is inside a step (see _forking.py)."""
+    me = step_begin()
     try:
         if error is not None:
             return False, op.throw(error)
         return False, op.send(result)  # send(None) starts a new generator, like next()
     except StopIteration as stop:
         return True, stop.value
+    finally:
+        step_end(me)
 
 
 def _numbered(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
@@ -132,20 +137,20 @@ class _Facade:
 
 def run_sync(storage: Storage, op: Op[T]) -> T:
     """Run an operation of _logic.py against a storage object, in the calling thread."""
-    try:
-        call: Call = next(op)
-        while True:
-            try:
-                result: Any = getattr(storage, call.method)(*call.args, **call.kwargs)
-                if call.method == "scan":
-                    result = list(result)
-            except ThreadstoreError as exc:  # the operation may handle it
-                call = op.throw(exc)
-            else:
-                call = op.send(result)
-    except StopIteration as done:
-        value: T = done.value
-        return value
+    done, step = _advance(op, None, None)
+    while not done:
+        call: Call = step
+        error: ThreadstoreError | None = None
+        result: Any = None
+        try:
+            result = getattr(storage, call.method)(*call.args, **call.kwargs)
+            if call.method == "scan":
+                result = list(result)
+        except ThreadstoreError as exc:  # the operation may handle it
+            error = exc
+        done, step = _advance(op, result, error)
+    value: T = step
+    return value
 
 
 class ThreadStore(_Facade):

@@ -1238,6 +1238,21 @@ def import_(
     typer.echo(f"imported {written} threads{note}", err=True)
 
 
+@command(short="File every live thread in the listing index (after an upgrade).")
+@_command
+def reindex(ctx: typer.Context) -> None:
+    """File every live thread in the activity index that `list` and `stats` read. Needed once
+    for a Redis store written by a release before the index (SQLite files are migrated when
+    opened); safe while the store is in use and harmless to repeat. Damaged threads are skipped
+    with a warning."""
+    with _store(ctx) as store:
+        before = store.count_threads()
+        with _progress(None, "filing threads"):  # one pass over every key: may take a while
+            filed = store.reindex()
+        after = store.count_threads()
+    typer.echo(f"filed {filed} threads; {after} listed (before: {before})", err=True)
+
+
 @command(short="How to run the benchmark suite.")
 def bench() -> None:
     """How to run the benchmark suite (it lives in the source checkout)."""

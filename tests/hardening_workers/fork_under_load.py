@@ -6,13 +6,15 @@ Four threads call add_turn / get_thread on one store in a loop while the main th
 FORKS times. Each child uses the store it inherited (a write and a read), then opens a store of
 its own on the same URL and uses that (SQLite: the same file). A child may get a
 StorageUnavailable telling it to open its own store; it must never hang or fail otherwise. A
-child still running after CHILD_TIMEOUT seconds counts as hung and is killed. Prints one JSON
+child still running after CHILD_TIMEOUT seconds counts as hung: it is asked to print every
+thread's stack to stderr (SIGUSR1, faulthandler), then killed. Prints one JSON
 line {"forks", "inherited_ok", "told_to_reopen", "hung", "failed"}; exits 1 on any hang or
 failure.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import signal
@@ -68,6 +70,7 @@ def main(url: str, forks: int) -> int:
     for t in threads:
         t.start()
     running.wait()
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # inherited: a hung child's stacks
     counts = {"forks": forks, "inherited_ok": 0, "told_to_reopen": 0, "hung": 0, "failed": 0}
     for _ in range(forks):
         pid = os.fork()
@@ -88,6 +91,8 @@ def main(url: str, forks: int) -> int:
                 counts[key] += 1
                 break
             if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGUSR1)
+                time.sleep(1.0)  # diagnostics only: time for the child to print its stacks
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
                 counts["hung"] += 1
