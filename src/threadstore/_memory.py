@@ -555,33 +555,8 @@ class MemoryStorage(Storage):
     ) -> int:
         check_key(key)
         check_value(value)
-        check_max_items(max_items)
-        ttl = check_ttl(ttl_seconds)
-        if score is not None:
-            check_score(score)
         size = _str_size(value) + _ITEM_OVERHEAD
-        with self._lock:
-            self._check_open()
-            now = self._clock()
-            entry = self._list_entry(key, now)
-            if entry is None:
-                return APPEND_MISSING
-            items = entry[0]
-            assert type(items) is list
-            if len(items) >= max_items:
-                return APPEND_FULL
-            if entry[2] + size > self._max_bytes:
-                raise InvalidInput(f"list {key!r} would grow past the store's max_bytes")
-            items.append(value)
-            self._retime(key, entry, items, now + ttl, entry[2] + size)
-            if score is not None:
-                filed = self._filed.get(key)
-                if filed is not None:
-                    self._refile(key, filed, score)
-            self._bytes += size
-            if self._bytes > self._max_bytes:
-                self._shrink_around(key, now)
-            return len(items)
+        return self._append(key, [value], size, max_items, ttl_seconds, score)
 
     def list_append_many(
         self,
@@ -594,11 +569,23 @@ class MemoryStorage(Storage):
     ) -> int:
         check_key(key)
         values = check_values(values)
+        size = sum(_str_size(v) for v in values) + _ITEM_OVERHEAD * len(values)
+        return self._append(key, values, size, max_items, ttl_seconds, score)
+
+    def _append(
+        self,
+        key: str,
+        values: list[str],
+        size: int,
+        max_items: int,
+        ttl_seconds: float,
+        score: int | None,
+    ) -> int:
+        """list_append(_many) once key and values are checked: ``size`` is what they add."""
         check_max_items(max_items)
         ttl = check_ttl(ttl_seconds)
         if score is not None:
             check_score(score)
-        size = sum(_str_size(v) for v in values) + _ITEM_OVERHEAD * len(values)
         with self._lock:
             self._check_open()
             now = self._clock()
