@@ -513,6 +513,29 @@ class StorageContract:
             store.list_pop("s", ttl_seconds=60)
         assert store.get("s") == "v"
 
+    def test_list_ends_reads_a_list_in_one_step(self, store: Storage) -> None:
+        """(length, first, last, seconds left): what listing shows of each thread."""
+        assert store.list_ends("nope") is None
+        store.list_create("l", 500, "meta ünïcødé")
+        ends = store.list_ends("l")
+        assert ends is not None and ends[:3] == (1, "meta ünïcødé", "meta ünïcødé")
+        assert 490 < ends[3] <= 500
+        store.list_append("l", "a", max_items=10, ttl_seconds=60)
+        store.list_append("l", "", max_items=10, ttl_seconds=60)
+        ends = store.list_ends("l")
+        assert ends is not None and ends[:3] == (3, "meta ünïcødé", "")
+        assert 50 < ends[3] <= 60
+        store.set_with_ttl("s", 60, "v")
+        with pytest.raises(WrongType):
+            store.list_ends("s")
+        with pytest.raises(InvalidInput):
+            store.list_ends("")
+        store.list_create("short", 0.05, "m")
+        deadline = time.monotonic() + 10
+        while store.list_ends("short") is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert store.list_ends("short") is None  # expired
+
     def test_list_append_many_is_all_or_nothing(self, store: Storage) -> None:
         many = ["ünïcødé 🧵", "", '{"json": true}', "x" * 100_000] + [f"i{i}" for i in range(2500)]
         assert store.list_append_many("nope", ["a"], max_items=10, ttl_seconds=60) == APPEND_MISSING

@@ -43,6 +43,7 @@ from ._models import ROLES, History, Thread, ThreadMeta, ThreadPage, ThreadSumma
 from ._storage import (
     APPEND_FULL,
     APPEND_MISSING,
+    ListEnds,
     check_key,
     check_scope,
     check_text,
@@ -617,7 +618,7 @@ class Logic:
     ) -> Op[ThreadPage]:
         """A page of the threads filed under ``scope``, most recent activity first.
 
-        One index page (O(log n + limit)) plus four reads per thread listed. The order is the
+        One index page (O(log n + limit)) plus one read per thread listed. The order is the
         index score, the stored time of the last turn (or creation), so a cursor (last
         activity, id) pages without gaps or repeats for threads that stay put.
         """
@@ -652,16 +653,11 @@ class Logic:
     def _summary(self, thread_id: str) -> Op[ThreadSummary | None]:
         """A listed thread's row (its last turn is decoded too: a damaged thread is skipped, not
         listed). None if it expired meanwhile."""
-        key = thread_key(thread_id)
-        length: int = yield Call("list_length", (key,))
-        if not length:
-            return None
-        head: list[str] = yield Call("list_range", (key, 0, 1))
-        left: float | None = yield Call("ttl", (key,))
-        last: list[str] = yield Call("list_range", (key, length - 1, length))
-        if not head or left is None or not last:
+        ends: ListEnds | None = yield Call("list_ends", (thread_key(thread_id),))
+        if ends is None:
             return None  # expired meanwhile
-        meta = _decode_meta(head[0], thread_id)
+        length, head, last, left = ends
+        meta = _decode_meta(head, thread_id)
         if not self.visible(meta):
             return None  # never in the owner's scope; checked all the same
         return ThreadSummary(
@@ -669,7 +665,7 @@ class Logic:
             parent_thread_id=meta.parent_thread_id,
             tool_name=meta.tool_name,
             created_at=meta.created_at,
-            last_updated_at=_last_activity(last[0], thread_id, length),
+            last_updated_at=_last_activity(last, thread_id, length),
             turn_count=length - 1,
             expires_in_seconds=round(left, 3),
             owner=meta.owner,

@@ -53,6 +53,7 @@ from ._storage import (
     TRIM_ON_READ,
     AsyncOps,
     Inline,
+    ListEnds,
     Storage,
     check_key,
     check_max_items,
@@ -644,6 +645,19 @@ class MemoryStorage(Storage):
             self._check_open()
             entry = self._list_entry(key, self._clock())
             return 0 if entry is None else len(entry[0])
+
+    def list_ends(self, key: str) -> ListEnds | None:
+        check_key(key)
+        with self._lock:
+            self._check_open()
+            now = self._clock()
+            entry = self._list_entry(key, now)
+            if entry is None:
+                self._misses += 1
+                return None
+            self._hits += 1
+            items = entry[0]
+            return len(items), items[0], items[-1], entry[1] - now
 
     # -- activity index -------------------------------------------------------------------------
     def index_put(self, key: str, scopes: tuple[str, ...] | list[str], score: int) -> bool:

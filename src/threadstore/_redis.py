@@ -70,6 +70,7 @@ from ._redis_net import DEADLINE, Topology
 from ._storage import (
     TRIM_ON_READ,
     TRIM_ON_WRITE,
+    ListEnds,
     Storage,
     check_key,
     check_max_items,
@@ -395,11 +396,29 @@ return v
 """
 )
 
+# KEYS: list. {length, first item, last item, PTTL} in one step; nil when missing.
+_LIST_ENDS = _script(
+    """
+local n = redis.call('LLEN', KEYS[1])
+if n == 0 then return false end
+return {n, redis.call('LINDEX', KEYS[1], 0), redis.call('LINDEX', KEYS[1], -1),
+        redis.call('PTTL', KEYS[1])}
+"""
+)
+
+
+def _list_ends(reply: Any) -> ListEnds | None:
+    if reply is None:
+        return None
+    left = _seconds_left(reply[3])
+    return None if left is None else (int(reply[0]), reply[1], reply[2], left)
+
+
 _SCRIPTS = {
     s.sha: s.source
     for s in (
         _LIST_CREATE, _LIST_APPEND, _DELETE, _EXPIRE, _INDEX_PUT, _INDEX_PAGE, _INDEX_COUNT,
-        _LIST_APPEND_MANY, _LIST_POP,
+        _LIST_APPEND_MANY, _LIST_POP, _LIST_ENDS,
     )
 }  # fmt: skip
 
@@ -489,7 +508,7 @@ class Commands:
     NAMES = frozenset(
         {"get", "set_with_ttl", "setex", "delete", "exists", "ttl", "expire", "list_create",
          "list_append", "list_range", "list_length", "index_put", "list_append_many",
-         "list_pop"}
+         "list_pop", "list_ends"}
     )  # fmt: skip
     FANOUT = frozenset({"index_page", "index_count"})
 
@@ -641,6 +660,10 @@ class Commands:
 
     def list_length(self, key: str) -> Cmd:
         return Cmd(("LLEN", self.key(check_key(key))), int, key, True)
+
+    def list_ends(self, key: str) -> Cmd:
+        args = ("EVALSHA", _LIST_ENDS.sha, 1, self.key(check_key(key)))
+        return Cmd(args, _list_ends, key, True)
 
     # -- activity index ----------------------------------------------------------------------------
     def index_put(self, key: str, scopes: tuple[str, ...] | list[str], score: int) -> Cmd:
@@ -1325,6 +1348,10 @@ class RedisStorage(Storage):
 
     def list_length(self, key: str) -> int:
         return int(self._run(self._commands.list_length(key)))
+
+    def list_ends(self, key: str) -> ListEnds | None:
+        result: ListEnds | None = self._run(self._commands.list_ends(key))
+        return result
 
     # -- activity index --------------------------------------------------------------------------
     def index_put(self, key: str, scopes: tuple[str, ...] | list[str], score: int) -> bool:

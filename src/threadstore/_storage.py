@@ -170,6 +170,10 @@ def check_prefix(prefix: object) -> str:
     return prefix
 
 
+ListEnds = tuple[int, str, str, float]
+"""What list_ends returns: (length, first item, last item, seconds left)."""
+
+
 class Storage(ABC):
     """What every backend implements. See DESIGN.md, "The backend contract"."""
 
@@ -289,6 +293,20 @@ class Storage(ABC):
     @abstractmethod
     def list_length(self, key: str) -> int:
         """Number of items in the list at ``key``; 0 when missing or expired."""
+
+    def list_ends(self, key: str) -> ListEnds | None:
+        """``(length, first item, last item, seconds left)`` of the list at ``key``, or None when
+        it is missing or expired: what a listing shows of a thread. Backends read it in one step
+        (one lock hold, one round trip); this default makes the four calls."""
+        length = self.list_length(key)
+        if not length:
+            return None
+        first = self.list_range(key, 0, 1)
+        last = self.list_range(key, length - 1, length)
+        left = self.ttl(key)
+        if not first or not last or left is None:
+            return None  # expired (or popped) between the calls
+        return length, first[0], last[0], left
 
     # -- activity index (notes/index.md) -------------------------------------------------------
     @abstractmethod
