@@ -23,12 +23,14 @@ import redis
 import threadstore
 from contract import StorageContract
 from threadstore import (
+    AsyncThreadStore,
     ConfigError,
     CorruptData,
     InvalidInput,
     MemoryStorage,
     Storage,
     StorageUnavailable,
+    ThreadStore,
     WrongType,
 )
 from threadstore._redis import (
@@ -273,6 +275,32 @@ def test_list_append_and_get_are_one_round_trip(store: RedisStorage, raw: redis.
         lambda: store.list_append("f", "t", max_items=10, ttl_seconds=60, score=2)
     )
     assert filed_append.pop("evalsha") == 1 and "zadd" in filed_append
+
+
+def test_a_listing_page_is_one_request_per_thread(store: RedisStorage, raw: redis.Redis) -> None:
+    """list_threads(limit=20): one script call for the index page and one per listed thread
+    (list_ends), sync and async; it was four reads per thread."""
+    threads = ThreadStore(store, ttl_seconds=600, max_turns=10)
+    for i in range(25):
+        threads.add_turn(threads.create_thread("chat"), "user", f"turn {i}")
+    first = threads.list_threads(limit=20)  # scripts cached, pool warm
+    assert len(first.threads) == 20
+
+    def requests(fn: Any) -> int:
+        """Requests the store sent for fn() (its own count), checked against the server's."""
+        before = store.stats()["commands"]
+        raw.config_resetstat()
+        fn()
+        scripts = _commands(raw).get("evalsha", 0)
+        sent = store.stats()["commands"] - before
+        assert scripts == sent  # every request was a script call: nothing read item by item
+        return int(sent)
+
+    assert requests(lambda: threads.list_threads(limit=20)) == 21
+    page = AsyncThreadStore(store)
+    assert requests(lambda: asyncio.run(page.list_threads(limit=20))) == 21
+    again = threads.list_threads(limit=20).threads
+    assert [t.thread_id for t in again] == [t.thread_id for t in first.threads]
 
 
 def test_foreign_values(store: RedisStorage, raw: redis.Redis) -> None:
