@@ -112,6 +112,7 @@ from ._ids import ALL_THREADS, KEY_PREFIX
 from ._storage import (
     APPEND_FULL,
     APPEND_MISSING,
+    ListEnds,
     Storage,
     check_key,
     check_max_items,
@@ -1296,6 +1297,30 @@ class SQLiteStorage(Storage):
         if rows[0][0] is None:
             raise WrongType(f"key {key!r} holds a string, not a list")
         return int(rows[0][0])
+
+    def list_ends(self, key: str) -> ListEnds | None:
+        check_key(key)
+        now = _now_ms()
+        rows = self._read(  # one statement: one snapshot
+            "SELECT kv.length, kv.expires_at, first.value, last.value FROM kv"
+            " LEFT JOIN item AS first ON first.list_id = kv.id AND first.idx = 0"
+            " LEFT JOIN item AS last ON last.list_id = kv.id AND last.idx = kv.length - 1"
+            " WHERE kv.ns = ? AND kv.key = ? AND kv.expires_at > ?",
+            (self._ns, key, now),
+            key,
+        )
+        if not rows:
+            self._misses += 1
+            return None
+        length, expires_at, first, last = rows[0]
+        if length is None:
+            raise WrongType(f"key {key!r} holds a string, not a list")
+        if first is None or last is None:
+            raise CorruptData(f"list {key!r} in sqlite database {self._path} lacks an item")
+        if type(first) is not str or type(last) is not str:
+            raise self._undecodable(key)  # a BLOB
+        self._hits += 1
+        return int(length), first, last, (expires_at - now) / 1000
 
     # -- activity index ---------------------------------------------------------------------------
     def index_put(self, key: str, scopes: tuple[str, ...] | list[str], score: int) -> bool:
