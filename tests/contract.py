@@ -536,6 +536,27 @@ class StorageContract:
             time.sleep(0.01)
         assert store.list_ends("short") is None  # expired
 
+    def test_list_ends_many_reads_a_page_of_lists(self, store: Storage) -> None:
+        """list_ends of each key in order (a listing page; one round trip on Redis)."""
+        keys = [f"l{i}" for i in range(12)]
+        for i, key in enumerate(keys):
+            store.list_create(key, 60, f"meta {i}")
+            for j in range(i % 3):
+                store.list_append(key, f"{key} item {j}", max_items=10, ttl_seconds=60)
+        assert store.list_ends_many([]) == []
+        ends = store.list_ends_many([*keys, "missing"])
+        assert ends[-1] is None
+        assert [e[:3] if e else None for e in ends[:-1]] == [
+            store.list_ends(key)[:3]
+            for key in keys  # type: ignore[index]
+        ]
+        assert ends[4] is not None and ends[4][:3] == (2, "meta 4", "l4 item 0")
+        store.set_with_ttl("s", 60, "v")
+        with pytest.raises(WrongType):
+            store.list_ends_many(["l0", "s", "l1"])
+        with pytest.raises(InvalidInput):
+            store.list_ends_many(["l0", ""])
+
     def test_list_append_many_is_all_or_nothing(self, store: Storage) -> None:
         many = ["ünïcødé 🧵", "", '{"json": true}', "x" * 100_000] + [f"i{i}" for i in range(2500)]
         assert store.list_append_many("nope", ["a"], max_items=10, ttl_seconds=60) == APPEND_MISSING

@@ -173,3 +173,32 @@ def test_bad_deadlines_are_config_errors() -> None:
     for bad in ("0", "-1", "nan", "soon", "100000"):
         with pytest.raises(ConfigError, match="deadline"):
             RedisStorage.from_url(f"redis://h/0?deadline={bad}", namespace="ns", check=False)
+
+
+def test_a_listing_page_is_cut_at_one_deadline(proxy: TrickleProxy) -> None:
+    """list_ends_many sends a page in one pipeline: a trickling link cuts it at the call's
+    deadline once (one error), never once more per thread one by one. Sync and async."""
+    store = RedisStorage.from_url(_url(proxy, 0.5), namespace="ns", check=False)
+    keys = [f"l{i}" for i in range(10)]
+    try:
+        for key in keys:
+            store.list_create(key, 60, "meta " * 20)
+        assert len(store.list_ends_many(keys)) == 10  # fast: scripts cached, pool warm
+        proxy.slow.set()
+        with pytest.raises(StorageUnavailable, match="deadline"):
+            store.list_ends_many(keys)
+        assert store.stats()["errors"] == 1
+
+        async def main() -> None:
+            proxy.slow.clear()
+            assert len(await store.aio.call("list_ends_many", keys)) == 10
+            proxy.slow.set()
+            with pytest.raises(StorageUnavailable, match="deadline"):
+                await store.aio.call("list_ends_many", keys)
+            await store.aclose()
+
+        asyncio.run(main())
+        assert store.stats()["errors"] == 2
+    finally:
+        proxy.slow.clear()
+        store.close()

@@ -618,9 +618,10 @@ class Logic:
     ) -> Op[ThreadPage]:
         """A page of the threads filed under ``scope``, most recent activity first.
 
-        One index page (O(log n + limit)) plus one read per thread listed. The order is the
-        index score, the stored time of the last turn (or creation), so a cursor (last
-        activity, id) pages without gaps or repeats for threads that stay put.
+        One index page (O(log n + limit)) plus list_ends of the threads listed (one pipelined
+        request for the whole page on Redis). The order is the index score, the stored time of
+        the last turn (or creation), so a cursor (last activity, id) pages without gaps or
+        repeats for threads that stay put.
         """
         if type(limit) is not int or not 1 <= limit <= 1000:
             raise InvalidInput(f"limit must be an int from 1 to 1000, got {limit!r}")
@@ -630,13 +631,22 @@ class Logic:
             micros, thread_id = _decode_cursor(cursor)
             after = (micros, thread_key(thread_id))
         entries: list[tuple[int, str]] = yield Call("index_page", (scope, limit + 1, after))
+        # Other kinds of lists may share a scope: only threads are listed.
+        keys = [key for _, key in entries[:limit] if key.startswith(KEY_PREFIX)]
+        batch: list[ListEnds | None] | None = None
+        if keys:
+            try:
+                batch = yield Call("list_ends_many", (keys,))
+            except StorageUnavailable:
+                raise
+            except ThreadstoreError:
+                pass  # one thread is damaged: read them one by one below, to skip just that one
         summaries: list[ThreadSummary] = []
-        for _, key in entries[:limit]:
-            if not key.startswith(KEY_PREFIX):
-                continue  # not a thread (the scope is shared with other kinds of lists)
+        for i, key in enumerate(keys):
             thread_id = key[len(KEY_PREFIX) :]
             try:
-                summary = yield from self._summary(thread_id)
+                ends = batch[i] if batch is not None else (yield Call("list_ends", (key,)))
+                summary = self._summary(thread_id, ends)
             except StorageUnavailable:
                 raise
             except Exception as exc:  # whatever is wrong with one thread does not hide the rest
@@ -650,10 +660,9 @@ class Logic:
             next_cursor = _encode_cursor(micros, key[len(KEY_PREFIX) :])
         return ThreadPage(threads=summaries, next_cursor=next_cursor)
 
-    def _summary(self, thread_id: str) -> Op[ThreadSummary | None]:
-        """A listed thread's row (its last turn is decoded too: a damaged thread is skipped, not
-        listed). None if it expired meanwhile."""
-        ends: ListEnds | None = yield Call("list_ends", (thread_key(thread_id),))
+    def _summary(self, thread_id: str, ends: ListEnds | None) -> ThreadSummary | None:
+        """A listed thread's row from its list_ends (its last turn is decoded too: a damaged
+        thread is skipped, not listed). None if it expired meanwhile."""
         if ends is None:
             return None  # expired meanwhile
         length, head, last, left = ends

@@ -414,6 +414,18 @@ def _list_ends(reply: Any) -> ListEnds | None:
     return None if left is None else (int(reply[0]), reply[1], reply[2], left)
 
 
+def _pipelines(store: RedisStorage, cmds: list[Cmd]) -> bool:
+    """Whether several reads go in one pipeline (one round trip): a single node or a Sentinel
+    master; Cluster and a closed store take the one-by-one path."""
+    return len(cmds) > 1 and store._target.topology != "cluster" and not store._closed
+
+
+def _parsed(store: RedisStorage, cmds: list[Cmd], replies: list[Any]) -> list[Any]:
+    for _ in cmds:
+        store._counters.sent()
+    return [cmd.parse(reply) for cmd, reply in zip(cmds, replies, strict=True)]
+
+
 _SCRIPTS = {
     s.sha: s.source
     for s in (
@@ -664,6 +676,10 @@ class Commands:
     def list_ends(self, key: str) -> Cmd:
         args = ("EVALSHA", _LIST_ENDS.sha, 1, self.key(check_key(key)))
         return Cmd(args, _list_ends, key, True)
+
+    def list_ends_many(self, keys: list[str]) -> list[Cmd]:
+        """One list_ends per key, to be sent as one pipeline."""
+        return [self.list_ends(key) for key in keys]
 
     # -- activity index ----------------------------------------------------------------------------
     def index_put(self, key: str, scopes: tuple[str, ...] | list[str], score: int) -> Cmd:
@@ -1353,6 +1369,24 @@ class RedisStorage(Storage):
         result: ListEnds | None = self._run(self._commands.list_ends(key))
         return result
 
+    def list_ends_many(self, keys: list[str]) -> list[ListEnds | None]:
+        cmds = self._commands.list_ends_many(keys)
+        if _pipelines(self, cmds):
+            token = DEADLINE.set(time.monotonic() + self._target.deadline)
+            try:
+                pipe = self._redis.pipeline(transaction=False)
+                for cmd in cmds:
+                    pipe.execute_command(*cmd.args)
+                return _parsed(self, cmds, pipe.execute())
+            except RedisTimeoutError as exc:  # the deadline passed: no second try
+                self._counters.add("errors")
+                raise self._target.translate(exc, cmds[0].key) from exc
+            except _DRIVER_ERRORS:
+                pass  # sent one by one below: retries, NOSCRIPT and error translation as usual
+            finally:
+                DEADLINE.reset(token)
+        return [self._run(cmd) for cmd in cmds]
+
     # -- activity index --------------------------------------------------------------------------
     def index_put(self, key: str, scopes: tuple[str, ...] | list[str], score: int) -> bool:
         return bool(self._run(self._commands.index_put(key, scopes, score)))
@@ -1504,6 +1538,8 @@ class RedisAsyncOps:
         if method in Commands.FANOUT:
             fan = getattr(store._commands, method)(*args, **kwargs)
             return fan.combine(list(await asyncio.gather(*(self._run(c) for c in fan.cmds))))
+        if method == "list_ends_many":
+            return await self._list_ends_many(store._commands.list_ends_many(*args, **kwargs))
         if method == "scan":
             return await self._scan(store._commands.scan_match(*args, **kwargs))
         if method in ("close", "shutdown"):
@@ -1540,6 +1576,26 @@ class RedisAsyncOps:
             DEADLINE.reset(token)
         store._counters.sent()
         return cmd.parse(reply)
+
+    async def _list_ends_many(self, cmds: list[Cmd]) -> list[ListEnds | None]:
+        store = self._store
+        if _pipelines(store, cmds):
+            client = self._client()
+            token = DEADLINE.set(time.monotonic() + store._target.deadline)
+            try:
+                async with asyncio.timeout(store._target.deadline):
+                    pipe = client.pipeline(transaction=False)
+                    for cmd in cmds:
+                        pipe.execute_command(*cmd.args)
+                    return _parsed(store, cmds, await pipe.execute())
+            except (TimeoutError, RedisTimeoutError):  # the deadline passed: no second try
+                store._counters.add("errors")
+                raise store._target.past_deadline() from None
+            except _DRIVER_ERRORS:
+                pass  # sent one by one below: retries, NOSCRIPT and error translation as usual
+            finally:
+                DEADLINE.reset(token)
+        return [await self._run(cmd) for cmd in cmds]
 
     @staticmethod
     async def _send(client: Any, cmd: Cmd) -> Any:

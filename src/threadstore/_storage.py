@@ -308,6 +308,12 @@ class Storage(ABC):
             return None  # expired (or popped) between the calls
         return length, first[0], last[0], left
 
+    def list_ends_many(self, keys: list[str]) -> list[ListEnds | None]:
+        """list_ends of each key, in order (a listing page). Redis sends them in one round trip;
+        this default calls list_ends for each. An error for any key raises (the caller may then
+        read them one by one to tell which)."""
+        return [self.list_ends(key) for key in keys]
+
     # -- activity index (notes/index.md) -------------------------------------------------------
     @abstractmethod
     def index_put(self, key: str, scopes: tuple[str, ...] | list[str], score: int) -> bool:
