@@ -109,7 +109,10 @@ def full_scan_page(storage: Storage, logic: Logic, cursor: tuple[int, str] | Non
     ranked.sort(reverse=True)
     if cursor is not None:
         ranked = [r for r in ranked if (r[0], r[1]) < cursor]
-    page = [run_op(storage, logic._summary(thread_id)) for _, thread_id, _ in ranked[:PAGE]]
+    page = [
+        logic._summary(thread_id, storage.list_ends(KEY_PREFIX + thread_id))
+        for _, thread_id, _ in ranked[:PAGE]
+    ]
     last = ranked[PAGE - 1] if len(ranked) > PAGE else None
     return page, None if last is None else (last[0], last[1])
 
