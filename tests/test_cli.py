@@ -279,6 +279,12 @@ def test_reindex_lists_threads_an_older_release_wrote(redis_url: str) -> None:
         storage.close()
     listed = json.loads(run("--url", redis_url, "list", "--json").stdout)["threads"]
     assert [t["thread_id"] for t in listed] == [current]
+    assert _threads_check(redis_url) == {
+        "name": "threads",
+        "status": "warn",
+        "detail": "1 listed of 2 stored: 1 are not in the listing index (written by an older"
+        " release?); run `threadstore reindex`",
+    }
 
     result = run("--url", redis_url, "reindex")
     assert result.exit_code == 0, result.stderr
@@ -286,6 +292,17 @@ def test_reindex_lists_threads_an_older_release_wrote(redis_url: str) -> None:
     listed = json.loads(run("--url", redis_url, "list", "--json").stdout)["threads"]
     assert {t["thread_id"] for t in listed} == {current, legacy}
     assert "filed 2 threads; 2 listed (before: 2)" in run("--url", redis_url, "reindex").stderr
+    assert _threads_check(redis_url)["status"] == "ok"
+
+
+def _threads_check(url: str) -> dict[str, str]:
+    """The "threads" line of `doctor --json` (warnings do not fail doctor)."""
+    result = run("--url", url, "doctor", "--json")
+    assert result.exit_code == 0, result.stdout
+    check: dict[str, str] = next(
+        c for c in json.loads(result.stdout)["checks"] if c["name"] == "threads"
+    )
+    return check
 
 
 def test_reindex_of_a_missing_file_creates_nothing(tmp_path: Path) -> None:
