@@ -10,6 +10,7 @@ import asyncio
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -254,6 +255,51 @@ def test_doctor_shows_the_cluster(cluster: ClusterSetup) -> None:
     assert checks["topology"]["status"] == "warn"
 
 
+Counts = dict[str, list[int]]
+
+
+@contextmanager
+def _writing(ts: ThreadStore, ids: list[str]) -> Iterator[tuple[Counts, Counts]]:
+    """A thread appending numbered turns to every thread in ``ids``, round after round, until
+    the block ends: yields (acknowledged, failed) turn numbers per thread, filled as it goes."""
+    acked: Counts = {i: [] for i in ids}
+    failures: Counts = {i: [] for i in ids}
+    stop = threading.Event()
+
+    def writer() -> None:
+        n = 0
+        while not stop.is_set():
+            for tid in ids:
+                try:
+                    ts.add_turn(tid, "user", str(n))
+                    acked[tid].append(n)
+                except StorageUnavailable:
+                    failures[tid].append(n)
+            n += 1
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        yield acked, failures
+    finally:
+        stop.set()
+        t.join()
+
+
+def _check_stored(ts: ThreadStore, ids: list[str], acked: Counts, failures: Counts) -> int:
+    """Every thread holds only turns that were sent, none duplicated or reordered; returns how
+    many acknowledged turns are missing."""
+    lost = 0
+    for tid in ids:
+        thread = ts.get_thread(tid)
+        assert thread is not None
+        stored = [int(x.content) for x in thread.turns]
+        assert stored == sorted(set(stored)), "duplicated or reordered"
+        assert set(stored) <= set(acked[tid]) | set(failures[tid])
+        lost += len(set(acked[tid]) - set(stored))
+    return lost
+
+
 def test_master_paused_under_a_writer(cluster: ClusterSetup) -> None:
     """SIGSTOP one master: calls on its slots fail within the deadline (the others go on),
     and after SIGCONT (or the failover the pause may trigger) every thread takes appends again,
@@ -262,24 +308,7 @@ def test_master_paused_under_a_writer(cluster: ClusterSetup) -> None:
     ts = ThreadStore(store, max_turns=100_000)
     try:
         ids = [ts.create_thread("tool") for _ in range(9)]
-        acked: dict[str, list[int]] = {i: [] for i in ids}
-        failures: dict[str, list[int]] = {i: [] for i in ids}
-        stop = threading.Event()
-
-        def writer() -> None:
-            n = 0
-            while not stop.is_set():
-                for tid in ids:
-                    try:
-                        ts.add_turn(tid, "user", str(n))
-                        acked[tid].append(n)
-                    except StorageUnavailable:
-                        failures[tid].append(n)
-                n += 1
-
-        t = threading.Thread(target=writer)
-        t.start()
-        try:
+        with _writing(ts, ids) as (acked, failures):
             wait_until("the writer to start", lambda: len(acked[ids[-1]]) >= 10)
             address = _node_of(store, "thread:" + ids[0])
             victim = next(s for s in cluster.servers if f"127.0.0.1:{s.port}" == address)
@@ -294,15 +323,7 @@ def test_master_paused_under_a_writer(cluster: ClusterSetup) -> None:
                 lambda: all(len(acked[i]) > before[i] + 5 for i in ids),
                 timeout=60,
             )
-        finally:
-            stop.set()
-            t.join()
-        for tid in ids:
-            thread = ts.get_thread(tid)
-            assert thread is not None
-            stored = [int(x.content) for x in thread.turns]
-            assert stored == sorted(set(stored)), "duplicated or reordered"
-            assert set(stored) <= set(acked[tid]) | set(failures[tid])
+        _check_stored(ts, ids, acked, failures)
         cluster.wait_ok()
     finally:
         ts.close()
@@ -317,24 +338,7 @@ def test_master_killed_replica_promoted(cluster: ClusterSetup) -> None:
     ts = ThreadStore(store, max_turns=100_000)
     try:
         ids = [ts.create_thread("tool") for _ in range(9)]
-        acked: dict[str, list[int]] = {i: [] for i in ids}
-        failures: dict[str, list[int]] = {i: [] for i in ids}
-        stop = threading.Event()
-
-        def writer() -> None:
-            n = 0
-            while not stop.is_set():
-                for tid in ids:
-                    try:
-                        ts.add_turn(tid, "user", str(n))
-                        acked[tid].append(n)
-                    except StorageUnavailable:
-                        failures[tid].append(n)
-                n += 1
-
-        t = threading.Thread(target=writer)
-        t.start()
-        try:
+        with _writing(ts, ids) as (acked, failures):
             wait_until("the writer to start", lambda: len(acked[ids[-1]]) >= 20)
             victim_address = _node_of(store, "thread:" + ids[0])
             victim = next(s for s in cluster.servers if f"127.0.0.1:{s.port}" == victim_address)
@@ -345,17 +349,7 @@ def test_master_killed_replica_promoted(cluster: ClusterSetup) -> None:
                 lambda: all(len(acked[i]) > before[i] + 10 for i in ids),
                 timeout=60,
             )
-        finally:
-            stop.set()
-            t.join()
-        lost = 0
-        for tid in ids:
-            thread = ts.get_thread(tid)
-            assert thread is not None
-            stored = [int(x.content) for x in thread.turns]
-            assert stored == sorted(set(stored)), "duplicated or reordered"
-            assert set(stored) <= set(acked[tid]) | set(failures[tid])
-            lost += len(set(acked[tid]) - set(stored))
+        lost = _check_stored(ts, ids, acked, failures)
         print(f"\ncluster master SIGKILL without wait_replicas: {lost} acknowledged turns lost")
         stats: dict[str, Any] = store.stats()
         assert any("failing" in n for n in stats["cluster_nodes"]), stats["cluster_nodes"]
