@@ -220,6 +220,12 @@ def _decode_thread(items: list[str], thread_id: str) -> Thread:
     )
 
 
+def _ranked(thread_id: str, ends: ListEnds) -> tuple[int, str, int]:
+    """(last activity in µs, id, length) from a thread's list_ends."""
+    length, _, last, _ = ends
+    return _micros(_last_activity(last, thread_id, length)), thread_id, length
+
+
 def _last_activity(raw: str, thread_id: str, length: int) -> datetime:
     """When the thread last changed: its last turn's time, or its creation for no turns."""
     if length == 1:
@@ -682,15 +688,9 @@ class Logic:
 
     def _rank(self, thread_id: str) -> Op[tuple[int, str, int] | None]:
         """(last activity in µs, id, length) of a live thread read from its items; None if it
-        expired meanwhile. For reindex(): the index keeps this score for listing."""
-        key = thread_key(thread_id)
-        length: int = yield Call("list_length", (key,))
-        if not length:
-            return None
-        last: list[str] = yield Call("list_range", (key, length - 1, length))
-        if not last:
-            return None
-        return _micros(_last_activity(last[0], thread_id, length)), thread_id, length
+        expired meanwhile. The score the index keeps for listing."""
+        ends: ListEnds | None = yield Call("list_ends", (thread_key(thread_id),))
+        return None if ends is None else _ranked(thread_id, ends)
 
     def reindex(self) -> Op[int]:
         """File every live thread in the index (a backfill after upgrading a Redis store whose
@@ -702,15 +702,16 @@ class Logic:
             thread_id = key[len(KEY_PREFIX) :]
             try:
                 check_thread_id(thread_id)
-                entry = yield from self._rank(thread_id)
-                head: list[str] = yield Call("list_range", (key, 0, 1))
-                owner = _decode_meta(head[0], thread_id).owner if head else None
+                ends: ListEnds | None = yield Call("list_ends", (key,))
+                if ends is None:
+                    continue  # expired meanwhile
+                score = _ranked(thread_id, ends)[0]
+                owner = _decode_meta(ends[1], thread_id).owner
             except (CorruptData, WrongType, InvalidThreadId) as exc:
                 log.warning("threadstore: reindex skips %r: %s", key, exc)
                 continue
-            if entry is not None:
-                done = yield Call("index_put", (key, self._scopes(owner), entry[0]))
-                filed += bool(done)
+            done = yield Call("index_put", (key, self._scopes(owner), score))
+            filed += bool(done)
         return filed
 
     # -- export / import ------------------------------------------------------------------------
