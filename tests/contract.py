@@ -348,11 +348,17 @@ class StorageContract:
         # without a score, the order stays
         assert store.list_append("b", "t", max_items=10, ttl_seconds=60) == 2
         assert store.index_page("all", 10) == [(30, "a"), (20, "b")]
+        # activity only grows: an append stamped before the last one (two writers whose appends
+        # landed out of order) leaves the score, so a cursor never meets the list again
+        assert store.list_append("a", "t", max_items=10, ttl_seconds=60, score=25) == 3
+        assert store.list_append_many("a", ["u"], max_items=10, ttl_seconds=60, score=5) == 4
+        assert store.index_page("all", 10) == [(30, "a"), (20, "b")]
+        assert store.index_page("owner:ann", 10) == [(30, "a")]
         # an unfiled list stays unfiled, whatever its appends say
         assert store.list_append("plain", "t", max_items=10, ttl_seconds=60, score=99) == 2
         assert store.index_page("all", 10) == [(30, "a"), (20, "b")]
         # a full or missing list changes nothing
-        assert store.list_append("a", "t", max_items=2, ttl_seconds=60, score=99) == APPEND_FULL
+        assert store.list_append("a", "t", max_items=4, ttl_seconds=60, score=99) == APPEND_FULL
         assert store.list_append("zz", "t", max_items=2, ttl_seconds=60, score=99) == 0
         assert store.index_page("all", 10) == [(30, "a"), (20, "b")]
 

@@ -788,24 +788,24 @@ class Logic:
                 if exists and not (yield from self._owned(thread_id, "import_threads")):
                     return False
             yield Call("delete", (key,))
+        # Filed at once with its last activity (the last turn's time, else its creation): the
+        # appends below leave the score, which only ever grows, even if the file's turns are
+        # not in time order.
+        last = thread.turns[-1].timestamp if thread.turns else thread.created_at
         created = yield Call(
             "list_create",
             (key, self.ttl_seconds, meta.model_dump_json(exclude_none=True)),
-            {"scopes": self._scopes(meta.owner), "score": _micros(thread.created_at)},
+            {"scopes": self._scopes(meta.owner), "score": _micros(last)},
         )
         if not created:
             return False
         max_items = max(self.max_turns, len(payloads)) + 1
         try:
-            for turn, payload in zip(thread.turns, payloads, strict=True):
+            for payload in payloads:
                 yield Call(
                     "list_append",
                     (key, payload),
-                    {
-                        "max_items": max_items,
-                        "ttl_seconds": self.ttl_seconds,
-                        "score": _micros(turn.timestamp),
-                    },
+                    {"max_items": max_items, "ttl_seconds": self.ttl_seconds},
                 )
         except ThreadstoreError:
             yield Call("delete", (key,))  # no half-imported thread left behind

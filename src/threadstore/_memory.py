@@ -603,7 +603,7 @@ class MemoryStorage(Storage):
             self._retime(key, entry, items, now + ttl, entry[2] + size)
             if score is not None:
                 filed = self._filed.get(key)
-                if filed is not None:
+                if filed is not None and score > filed[1]:  # activity only grows
                     self._refile(key, filed, score)
             self._bytes += size
             if self._bytes > self._max_bytes:

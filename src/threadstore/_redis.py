@@ -197,12 +197,25 @@ return 1
 """
 )
 
+# Activity only grows: an append whose score is lower than the one filed (two writers whose
+# turns were stamped in one order and landed in the other) leaves it, so a cursor that has gone
+# past a thread never meets it again. (ZADD GT does this from Redis 6.2 on.)
+_RAISE_LIB = """
+local function raise_score(set, score, member)
+  local current = redis.call('ZSCORE', set, member)
+  if not current or tonumber(score) > tonumber(current) then
+    redis.call('ZADD', set, score, member)
+  end
+end
+"""
+
 # KEYS: list, M; ARGV: item, max items, ttl ms, score ('' = keep), member, ABASE, EBASE.
 # New length, 0 when missing, -1 when full. Lists are never empty in Redis, so LLEN = 0 means
 # missing; on a string LLEN raises WRONGTYPE. No trimming here: every filed key was created
 # once, and each creation removes more expired entries than it adds.
 _LIST_APPEND = _script(
     _NOW_MS
+    + _RAISE_LIB
     + """
 local n = redis.call('LLEN', KEYS[1])
 if n == 0 then return 0 end
@@ -213,7 +226,7 @@ local scopes = redis.call('HGET', KEYS[2], ARGV[5])
 if scopes then
   local expires = now_ms() + tonumber(ARGV[3])
   for scope in string.gmatch(scopes, '[^%z]+') do
-    if ARGV[4] ~= '' then redis.call('ZADD', ARGV[6] .. scope, ARGV[4], ARGV[5]) end
+    if ARGV[4] ~= '' then raise_score(ARGV[6] .. scope, ARGV[4], ARGV[5]) end
     redis.call('ZADD', ARGV[7] .. scope, expires, ARGV[5])
   end
 end
@@ -348,7 +361,9 @@ return redis.call('ZCARD', KEYS[1]) - redis.call('ZCOUNT', KEYS[2], '-inf', '(' 
 
 # Keep a filed list's index entries in step after a write that changed its TTL (and, unless
 # score is '', its activity): as the tail of _LIST_APPEND.
-_REFILE_LIB = """
+_REFILE_LIB = (
+    _RAISE_LIB
+    + """
 local function refile(m, member, score, ttl, abase, ebase)
   local scopes = redis.call('HGET', m, member)
   if not scopes then return end
@@ -356,13 +371,14 @@ local function refile(m, member, score, ttl, abase, ebase)
   local expires = now + tonumber(ttl)
   local first = nil
   for scope in string.gmatch(scopes, '[^%z]+') do
-    if score ~= '' then redis.call('ZADD', abase .. scope, score, member) end
+    if score ~= '' then raise_score(abase .. scope, score, member) end
     redis.call('ZADD', ebase .. scope, expires, member)
     first = first or scope
   end
   trim(m, ebase .. first, now, abase, ebase, TRIM_ON_WRITE)
 end
 """
+)
 
 # KEYS: list, M; ARGV: max items, ttl ms, score ('' = keep), member, ABASE, EBASE, the items.
 # As _LIST_APPEND, for all items or none (RPUSH in chunks: Lua's unpack has a small stack).

@@ -1157,10 +1157,11 @@ class SQLiteStorage(Storage):
         def body(conn: sqlite3.Connection) -> int:
             now = _now_ms()
             # The score goes into a filed list's row (kv_page moves it; the trigger kv_rescored
-            # re-scores its further scopes in ix). An unfiled list's row is updated as before.
+            # re-scores its further scopes in ix), never lowering it: activity only grows. An
+            # unfiled list's row is updated as before.
             rows = conn.execute(
                 "UPDATE kv SET length = length + 1, expires_at = ?,"
-                " score = iif(scope IS NULL, score, coalesce(?, score))"
+                " score = iif(scope IS NULL, score, max(score, coalesce(?, score)))"
                 " WHERE ns = ? AND key = ? AND expires_at > ? AND length < ?"
                 " RETURNING id, length",
                 (now + ms, score, ns, key, now, max_items),
@@ -1204,7 +1205,7 @@ class SQLiteStorage(Storage):
             now = _now_ms()
             rows = conn.execute(  # the score as in list_append
                 "UPDATE kv SET length = length + ?, expires_at = ?,"
-                " score = iif(scope IS NULL, score, coalesce(?, score))"
+                " score = iif(scope IS NULL, score, max(score, coalesce(?, score)))"
                 " WHERE ns = ? AND key = ? AND expires_at > ? AND length <= ? - ?"
                 " RETURNING id, length",
                 (count, now + ms, score, ns, key, now, max_items, count),

@@ -252,8 +252,9 @@ class Storage(ABC):
 
         Returns the new length; APPEND_MISSING (0) when the list does not exist, APPEND_FULL (-1)
         when it already holds ``max_items`` items. In both cases nothing changed. When the list
-        is filed under index scopes and ``score`` is given, it is re-scored in all of them in the
-        same atomic step (O(log n) per scope).
+        is filed under index scopes and ``score`` is higher than its score, it is re-scored in
+        all of them in the same atomic step (O(log n) per scope); a lower score is ignored, so
+        activity only grows (appends stamped in one order may land in the other).
         """
 
     @abstractmethod
@@ -268,7 +269,7 @@ class Storage(ABC):
     ) -> int:
         """Append every item of ``values`` to an existing list and refresh its TTL, atomically:
         all of them or none, contiguous (no other append lands between them). ``score``
-        re-scores a filed list in all its scopes, as for list_append.
+        raises a filed list's score in all its scopes, as for list_append.
 
         Returns the new length; APPEND_MISSING (0) when the list does not exist, APPEND_FULL (-1)
         when ``len(values)`` more items would exceed ``max_items``. In both cases nothing changed.
