@@ -5,13 +5,15 @@ String stores offer ``get(key)`` and ``set_with_ttl(key, ttl_seconds, value)``; 
 
 The original design is re-implemented from its description (NOTES.md): a dict of
 ``(value, expires_at)`` under one lock, swept by a cleanup thread that scans every key while
-holding that lock; conversations stored as one JSON document per thread under ``thread:{uuid}``,
-re-read, extended and rewritten (``setex``) on every turn. On Redis the same conversation layer
-runs over plain GET/SETEX.
+holding that lock, with a DEBUG log line built on every ``get`` hit and ``set_with_ttl``;
+conversations stored as one JSON document per thread under ``thread:{uuid}``, re-read,
+extended and rewritten (``setex``) on every turn. On Redis the same conversation layer runs over
+plain GET/SETEX.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -104,11 +106,17 @@ class TTLCacheLock:
         self._cache.clear()
 
 
+_original_log = logging.getLogger("benchmarks.original_design")
+
+
 class OriginalKV:
     """The original in-memory store: ``{key: (value, expires_at)}`` under one lock.
 
     Reads check the expiry and drop an expired key; a cleanup thread (every ``cleanup_interval``
     seconds, 300 in the original) walks the whole dict under the lock and deletes what expired.
+    Like the original, every stored key and every hit logs at DEBUG with an f-string, inside the
+    lock: at the default WARNING level the record is dropped, but the message is built first,
+    and that cost was part of the original (the issues' "original module" figures include it).
     ``clock`` is injectable so a benchmark can age keys without waiting.
     """
 
@@ -138,13 +146,16 @@ class OriginalKV:
             if item is not None:
                 value, expires_at = item
                 if self._clock() < expires_at:
+                    _original_log.debug(f"Retrieved key {key}")
                     return value
                 del self._store[key]
+                _original_log.debug(f"Key {key} expired and removed")
         return None
 
     def set_with_ttl(self, key: str, ttl_seconds: float, value: str) -> None:
         with self._lock:
             self._store[key] = (value, self._clock() + ttl_seconds)
+            _original_log.debug(f"Stored key {key} with TTL {ttl_seconds}s")
 
     def setex(self, key: str, ttl_seconds: float, value: str) -> None:
         self.set_with_ttl(key, ttl_seconds, value)

@@ -34,7 +34,7 @@ from .harness import (
 )
 
 VALUE_SIZE = 2048
-TTL = backends.TTL
+TTL = int(backends.TTL)  # whole seconds, as the original module's callers passed it
 THREADS = (1, 4)
 UNIT = "µs/op"
 

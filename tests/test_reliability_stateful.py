@@ -322,6 +322,23 @@ class MemoryMachine(StoreMachine):
         assert stats["keys"] <= MAX_KEYS
         assert 0 <= stats["bytes"] <= MAX_BYTES
 
+    @invariant()
+    def every_key_is_filed_once_no_later_than_its_expiry(self) -> None:
+        """White box: the expiry buckets the sweeper and eviction rely on (see _memory.py)."""
+        store = self.store
+        assert isinstance(store, MemoryStorage)
+        with store._lock:
+            data, buckets = store._data, store._buckets
+            assert sorted(k for b in buckets.values() for k in b) == sorted(data)
+            number = {id(b): n for n, b in buckets.items()}
+            for key, entry in data.items():
+                assert entry[3][entry[4]] == key, f"{key!r} is not in the slot it records"
+                assert number[id(entry[3])] <= entry[1] // 1.0, f"{key!r} is filed too late"
+            assert sorted(store._due) == sorted(buckets)
+            assert store._fast_until == (min(buckets) + 1.0 if buckets else float("inf"))
+            if store._hot_from < store._hot_to:  # new keys may be filed in the hot bucket
+                assert buckets[store._hot_from] is store._hot
+
 
 class RealClockMachine(StoreMachine):
     """SQLite and Redis: long TTLs, plus an explicit short-TTL-and-sleep rule."""

@@ -1,20 +1,26 @@
 """The in-process backend (``memory://``): a dict under one short lock, bounded, with lazy and
 incremental expiry.
 
-Layout. ``_data`` maps key -> (value, expires_at, size, bucket): value is a ``str`` or a ``list``
-of str; expires_at is on the monotonic clock (a wall-clock jump neither expires nor revives a
-key); size is the bytes held by key and value; bucket is the expiry bucket (a set) the key is
-filed in. Buckets are one second wide: ``_buckets[n]`` holds keys filed for second ``n`` and
-``_due`` is a heap of the bucket numbers in use. Every live key is filed in exactly one bucket,
-never later than its expiry. A TTL that grows (every turn refreshes its thread's) leaves the key
-where it is, so the common write touches no bucket at all; when a bucket's second has passed,
-the sweeper and the writers take its keys a few at a time: expired ones are dropped, refreshed
-ones are filed again where they now belong. No step walks the keyspace while holding the lock.
+Layout. ``_data`` maps key -> (value, expires_at, size, bucket, slot): value is a ``str`` or a
+``list`` of str; expires_at is on the monotonic clock (a wall-clock jump neither expires nor
+revives a key); size is the bytes held by key and value; bucket is the expiry bucket (a list of
+keys) the key is filed in, at index ``slot``. Buckets are one second wide: ``_buckets[n]`` holds
+keys filed for second ``n`` and ``_due`` is a heap of the bucket numbers in use. Every live key is
+filed in exactly one bucket, never later than its expiry. Filing is an append; taking a key out
+moves the bucket's last key into its slot, so both are O(1) without hashing the key again. A TTL
+that grows (every turn refreshes its thread's) leaves the key where it is, so the common write
+touches no bucket at all; when a bucket's second has passed, the sweeper and the writers take
+its keys a few at a time: expired ones are dropped, refreshed ones are filed again where they
+now belong. No step walks the keyspace while holding the lock.
 
-Hot paths. ``get`` and ``set_with_ttl`` make no function call while they hold the lock (only
-``in``, subscripts, arithmetic and attribute access). CPython switches threads only at calls
-and backward jumps, so a thread is never descheduled while it holds the lock and other threads
-never queue behind it; the clock is read before the lock is taken.
+Hot paths. ``get`` and ``set_with_ttl`` over a string make no function call while they hold the
+lock (only ``in``, subscripts, arithmetic and attribute access); a new key adds a few C builtins
+(``len``, ``str.isascii``, ``list.append``). CPython switches threads only at calls and backward
+jumps, so a thread is rarely descheduled while it holds the lock; the clock is read before the
+lock is taken. A write takes the fast path while ``now < _fast_until`` (the store is open and no
+bucket is due for a sweep) and, for a new key, while its expiry falls in the "hot" bucket (the one
+the slow path filed its last new key in); anything else (a new second, a full store, a key or value
+that needs the full checks) goes through ``_set_slowly``, which runs every check.
 
 Eviction. When a write would pass ``max_keys`` or ``max_bytes``, the key closest to expiry goes
 first (Redis' ``volatile-ttl``), chosen among a few keys of the earliest bucket: since every turn
@@ -38,7 +44,6 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from itertools import islice
 from typing import Any
 
 from sortedcontainers import SortedList
@@ -63,7 +68,6 @@ from ._storage import (
     check_scope,
     check_scopes,
     check_score,
-    check_text,
     check_ttl,
     check_value,
     check_values,
@@ -79,14 +83,17 @@ EVICT_REFILE = 64  # refreshed keys an eviction may re-file before it settles fo
 _ITEM_OVERHEAD = 8  # one list slot per list item
 
 _sizeof = sys.getsizeof
+_NEVER = float("inf")
+_CLOSED = float("-inf")
 _UNSET = object()  # no TTL validated yet
 _ASCII_HEADER = sys.getsizeof("")
 _TWO_HEADERS = 2 * _ASCII_HEADER
 _LIST_HEADER = sys.getsizeof([None])
 
-Bucket = set[str]
-Entry = tuple["str | list[str]", float, int, Bucket]
-"""(value, expires_at, bytes held by key and value, the bucket the key is filed in)."""
+Bucket = list[str]
+Entry = tuple["str | list[str]", float, int, Bucket, int]
+"""(value, expires_at, bytes held by key and value, the bucket the key is filed in, and its slot
+there: ``entry[3][entry[4]] == key``)."""
 
 
 Filing = list[Any]
@@ -156,6 +163,9 @@ class MemoryStorage(Storage):
         self._data: dict[str, Entry] = {}
         self._buckets: dict[float, Bucket] = {}
         self._due: list[float] = []  # heap of the bucket numbers in _buckets
+        self._fast_until = _NEVER  # see _note_due
+        self._hot: Bucket = []  # the bucket new keys were filed in last, for seconds [from, to)
+        self._hot_from = self._hot_to = _NEVER
         self._ix: dict[str, Any] = {}  # scope -> SortedList of (score, key)
         self._filed: dict[str, Filing] = {}
         self._bytes = 0
@@ -185,6 +195,7 @@ class MemoryStorage(Storage):
         if not clean and not self._closed:
             self._closed = True
             self._clock = _forked_clock
+            self._note_due()
         if self._sweeper is not None and not self._closed:
             self._stop = threading.Event()
             self._start_sweeper()
@@ -204,30 +215,54 @@ class MemoryStorage(Storage):
         n = expires_at // 1.0
         bucket = self._buckets.get(n)
         if bucket is None:
-            bucket = self._buckets[n] = set()
+            bucket = self._buckets[n] = []
             heapq.heappush(self._due, n)
+            self._note_due()
         return bucket
 
-    def _put(self, key: str, value: str | list[str], expires_at: float, size: int) -> None:
-        """Store a new entry, filed by its expiry."""
-        bucket = self._bucket(expires_at)
-        bucket.add(key)
-        self._data[key] = (value, expires_at, size, bucket)
+    def _heat(self, expires_at: float) -> Bucket:
+        """The bucket for ``expires_at``, which becomes the one new keys are filed in inline."""
+        bucket = self._hot = self._bucket(expires_at)
+        self._hot_from = expires_at // 1.0
+        self._hot_to = self._hot_from + 1.0
+        return bucket
+
+    def _note_due(self) -> None:
+        """After the heap of buckets changed: the fast write paths hold until the earliest
+        bucket's second has passed (then its keys are due for a sweep), and never once the store
+        is closed."""
+        due = self._due
+        self._fast_until = _CLOSED if self._closed else due[0] + 1.0 if due else _NEVER
+
+    def _put(
+        self, key: str, value: str | list[str], expires_at: float, size: int, bucket: Bucket
+    ) -> None:
+        """Store an entry, filed in ``bucket`` (the one of its expiry, or an earlier one)."""
+        self._data[key] = (value, expires_at, size, bucket, len(bucket))
+        bucket.append(key)
+
+    def _unslot(self, entry: Entry) -> None:
+        """Take an entry's key out of its bucket: the bucket's last key moves into its slot."""
+        bucket, slot = entry[3], entry[4]
+        last = bucket.pop()
+        if slot < len(bucket):
+            bucket[slot] = last
+            moved = self._data[last]
+            self._data[last] = (moved[0], moved[1], moved[2], bucket, slot)
 
     def _retime(
         self, key: str, entry: Entry, value: str | list[str], expires_at: float, size: int
     ) -> None:
         """Replace an entry; it stays filed unless its expiry moved before its bucket."""
-        bucket = entry[3]
         if expires_at // 1.0 < entry[1] // 1.0:  # filed at most at entry[1]'s bucket: maybe late
-            bucket.discard(key)
-            bucket = self._bucket(expires_at)
-            bucket.add(key)
-        self._data[key] = (value, expires_at, size, bucket)
+            self._unslot(entry)
+            self._put(key, value, expires_at, size, self._bucket(expires_at))
+        else:
+            self._data[key] = (value, expires_at, size, entry[3], entry[4])
 
     def _drop(self, key: str, entry: Entry) -> None:
+        self._unslot(entry)
         del self._data[key]
-        entry[3].discard(key)
         self._bytes -= entry[2]
 
     def _next_due(self, limit: float) -> Bucket | None:
@@ -237,7 +272,11 @@ class MemoryStorage(Storage):
             bucket = buckets[due[0]]
             if bucket:
                 return bucket
-            del buckets[heapq.heappop(due)]
+            n = heapq.heappop(due)
+            del buckets[n]
+            if n == self._hot_from:
+                self._hot_to = _CLOSED  # new keys no longer go there
+            self._note_due()
         return None
 
     def _sweep(self, now: float, budget: int) -> bool:
@@ -258,7 +297,7 @@ class MemoryStorage(Storage):
                 if key in self._filed:
                     self._unfile(key)
             else:  # refreshed since it was filed: file it where it belongs now
-                self._put(key, entry[0], entry[1], entry[2])
+                self._put(key, entry[0], entry[1], entry[2], self._bucket(entry[1]))
         return self._next_due(limit) is not None
 
     def _evict_one(self, now: float) -> bool:
@@ -271,11 +310,11 @@ class MemoryStorage(Storage):
                 return False
             n = self._due[0]
             victim: str | None = None
-            for key in list(islice(bucket, EVICT_SAMPLE)):
+            for key in bucket[-EVICT_SAMPLE:]:
                 entry = data[key]
                 if entry[1] // 1.0 > n and refiled < EVICT_REFILE:
-                    bucket.discard(key)  # refreshed: file it where it belongs now
-                    self._put(key, entry[0], entry[1], entry[2])
+                    self._unslot(entry)  # refreshed: file it where it belongs now
+                    self._put(key, entry[0], entry[1], entry[2], self._bucket(entry[1]))
                     refiled += 1
                 elif victim is None or entry[1] < data[victim][1]:
                     victim = key
@@ -377,68 +416,70 @@ class MemoryStorage(Storage):
         return None
 
     def set_with_ttl(self, key: str, ttl_seconds: float, value: str) -> None:
-        if type(value) is not str:
-            check_value(value)
         ttl = ttl_seconds if ttl_seconds is self._good_ttl else self._check_ttl(ttl_seconds)
         try:
-            # Values are counted exactly (ASCII without a sys.getsizeof call), keys by length.
-            if value.isascii():
-                size = len(key) + len(value) + _TWO_HEADERS
+            # Sizes are exact for ASCII values without a sys.getsizeof call; keys count by length.
+            if value.__class__ is str and value.isascii():
+                key_length = len(key)
+                size = key_length + len(value) + _TWO_HEADERS
             else:
-                size = len(key) + _ASCII_HEADER + _sizeof(check_text(value, "value"))
+                key_length = -1  # not checked on the fast path
+                size = _sizeof(check_value(value)) + len(key) + _ASCII_HEADER
             now = self._clock()  # raises StorageUnavailable once the store is closed
             expires_at = now + ttl
             data = self._data
-            with self._lock:  # no call inside on the common path: see the module docstring
-                if self._closed:  # closed after the clock was read
-                    self._clock()
-                if key in data:
-                    old = data[key]
-                    if expires_at >= old[1]:  # stays in its bucket
-                        data[key] = (value, expires_at, size, old[3])
-                    else:
-                        self._retime(key, old, value, expires_at, size)
-                    self._bytes += size - old[2]
-                    if self._bytes > self._max_bytes:  # also catches a value too large
-                        self._shrink_around(key, now, old)
-                    if old[0].__class__ is list and key in self._filed:
-                        self._unfile(key)  # a string replaced the list
-                    return
-                # A new key. The common case (an ASCII key, room to spare, its expiry bucket in
-                # use) is checked and filed inline, without a call; the rest goes to _insert,
-                # which runs every check and makes room.
-                n = expires_at // 1.0
-                buckets = self._buckets
-                if (
-                    n in buckets
-                    and key.__class__ is str
-                    and 0 < len(key) <= MAX_KEY_LENGTH
-                    and key.isascii()
-                    and "\x00" not in key
-                    and self._bytes + size <= self._max_value_bytes  # so size is allowed too
-                    and len(data) < self._max_keys
-                    and self._due[0] >= now // 1.0  # no bucket due: nothing to sweep on the side
-                ):
-                    bucket = buckets[n]
-                    bucket.add(key)
-                    data[key] = (value, expires_at, size, bucket)
-                    self._bytes += size
-                    return
-                self._insert(key, value, now, expires_at, size)
+            with self._lock:  # no call inside on the common paths: see the module docstring
+                if now < self._fast_until:  # open, and no expiry bucket is due for a sweep
+                    if key in data:
+                        old = data[key]
+                        if (
+                            expires_at >= old[1]  # stays in its bucket
+                            and old[0].__class__ is str
+                            and self._bytes + size - old[2] <= self._max_bytes
+                        ):
+                            data[key] = (value, expires_at, size, old[3], old[4])
+                            self._bytes += size - old[2]
+                            return
+                    elif (  # a new key: due in the hot bucket's second, ASCII, room to spare
+                        self._hot_from <= expires_at < self._hot_to
+                        and 0 < key_length <= MAX_KEY_LENGTH
+                        and key.__class__ is str
+                        and self._bytes + size <= self._max_value_bytes  # so size is allowed
+                        and len(data) < self._max_keys
+                        and key.isascii()
+                        and "\x00" not in key
+                    ):
+                        bucket = self._hot
+                        data[key] = (value, expires_at, size, bucket, len(bucket))
+                        bucket.append(key)
+                        self._bytes += size
+                        return
+                self._set_slowly(key, value, now, expires_at, size)
         except TypeError:  # a key that is not a str (unhashable, or without len())
             check_key(key)
             raise
 
-    def _insert(self, key: str, value: str, now: float, expires_at: float, size: int) -> None:
-        """set_with_ttl of a key not stored yet: validate it, make room, file it, sweep a bit."""
-        check_key(key)
-        if size > self._max_value_bytes:
-            self._refuse(size)
-        if len(self._data) >= self._max_keys or self._bytes + size > self._max_bytes:
-            self._make_room(now, 1, size)
-        self._put(key, value, expires_at, size)
-        self._bytes += size
-        if self._due[0] < now // 1.0:
+    def _set_slowly(self, key: str, value: str, now: float, expires_at: float, size: int) -> None:
+        """set_with_ttl off the fast path: every check, room made, a few due keys swept."""
+        self._check_open()
+        data = self._data
+        old = data.get(key)
+        if old is not None:
+            self._retime(key, old, value, expires_at, size)
+            self._bytes += size - old[2]
+            if self._bytes > self._max_bytes:  # also catches a value too large
+                self._shrink_around(key, now, old)
+            if old[0].__class__ is list and key in self._filed:
+                self._unfile(key)  # a string replaced the list
+        else:
+            check_key(key)
+            if size > self._max_value_bytes:
+                self._refuse(size)
+            if len(data) >= self._max_keys or self._bytes + size > self._max_bytes:
+                self._make_room(now, 1, size)
+            self._put(key, value, expires_at, size, self._heat(expires_at))
+            self._bytes += size
+        if now >= self._fast_until:
             self._sweep(now, WRITE_SWEEP)
 
     def _shrink_around(self, key: str, now: float, old: Entry | None = None) -> None:
@@ -447,12 +488,12 @@ class MemoryStorage(Storage):
         entry = self._data[key]
         if old is not None and entry[2] > self._max_value_bytes:
             self._drop(key, entry)
-            self._put(key, old[0], old[1], old[2])
+            self._put(key, old[0], old[1], old[2], self._bucket(old[1]))
             self._bytes += old[2]
             self._refuse(entry[2])
-        entry[3].discard(key)  # out of eviction's reach while room is made
+        self._unslot(entry)  # out of eviction's reach while room is made
         self._make_room(now, 0, 0)
-        self._put(key, entry[0], entry[1], entry[2])
+        self._put(key, entry[0], entry[1], entry[2], self._bucket(entry[1]))
 
     def _check_ttl(self, ttl_seconds: object) -> float:
         ttl = check_ttl(ttl_seconds)
@@ -539,7 +580,7 @@ class MemoryStorage(Storage):
             if self._live(key, now) is not None:
                 return False
             self._make_room(now, 1, size)
-            self._put(key, [first], now + ttl, size)
+            self._put(key, [first], now + ttl, size, self._bucket(now + ttl))
             self._bytes += size
             if scopes:
                 self._file(key, scopes, score)
@@ -757,6 +798,7 @@ class MemoryStorage(Storage):
             self._data.clear()
             self._buckets.clear()
             self._due.clear()
+            self._note_due()
             self._ix.clear()
             self._filed.clear()
             self._bytes = 0
