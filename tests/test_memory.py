@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import random
 import subprocess
 import sys
 import time
@@ -10,7 +12,8 @@ from collections.abc import Iterator
 import pytest
 
 from contract import StorageContract
-from threadstore import InvalidInput, MemoryStorage, Storage
+from memory_invariants import assert_filed_once
+from threadstore import InvalidInput, MemoryStorage, Storage, WrongType
 
 
 class FakeClock:
@@ -116,6 +119,56 @@ def test_expired_keys_go_before_live_ones(clock: FakeClock) -> None:
         s.set_with_ttl(f"new{i}", 100, "v")
     assert all(s.get(f"live{i}") == "v" for i in range(5))
     assert s.stats()["evicted"] == 0
+
+
+def test_a_retired_hot_bucket_takes_no_new_keys(clock: FakeClock) -> None:
+    """New keys of the current second are filed inline in the "hot" bucket. An eviction that
+    retires that bucket (emptied, at the head of the heap) must stop that, or later keys would
+    land in a bucket no sweep or eviction ever visits."""
+    s = MemoryStorage(clock=clock, sweeper=False, max_keys=2)
+    s.set_with_ttl("a", 1, "v")  # the slow path heats the bucket of second 1001
+    s.delete("a")  # ... and leaves it empty
+    assert s.list_create("l1", 5, "x") and s.list_create("l2", 6, "x")
+    assert s.list_create("l3", 7, "x")  # full: the eviction retires the empty bucket first
+    assert s.list_length("l1") == 0  # evicted: it expires soonest
+    assert s.delete("l2")
+    s.set_with_ttl("b", 1, "v")  # due in second 1001 again
+    assert_filed_once(s)
+    clock.now += 2
+    assert s.sweep(64) is False
+    assert s.stats()["keys"] == 1 and s.stats()["expired"] == 1  # b was found and dropped
+
+
+def test_every_write_path_keeps_keys_filed(clock: FakeClock) -> None:
+    """Fast and slow writes, deletes, TTLs moved earlier, list growth, sweeps and evictions, in
+    a fixed random order: every key stays filed once, and nothing filed is ever lost."""
+    rng = random.Random(7)
+    s = MemoryStorage(clock=clock, sweeper=False, max_keys=60, max_bytes=96 * 1024)
+    keys = [f"k{i}" for i in range(80)]
+    for step in range(4000):
+        key, op = rng.choice(keys), rng.random()
+        if op < 0.45:
+            s.set_with_ttl(key, rng.choice([1, 2, 3, 30, 0.4]), "v" * rng.choice([1, 900, 3000]))
+        elif op < 0.55:
+            s.delete(key)
+        elif op < 0.65:
+            s.expire(key, rng.choice([0.2, 1, 50]))
+        elif op < 0.75:
+            with contextlib.suppress(WrongType):  # a string stored under that key
+                s.list_append(key, "t", max_items=50, ttl_seconds=rng.choice([2, 40]))
+        elif op < 0.82:
+            s.list_create(key, rng.choice([2, 40]), "first")
+        elif op < 0.9:
+            s.sweep(rng.choice([1, 4, 64]))
+        else:
+            clock.now += rng.choice([0.1, 0.5, 1.0, 2.5])
+        if step % 10 == 0:
+            assert_filed_once(s)
+    assert_filed_once(s)
+    clock.now += 100
+    while s.sweep(64):
+        pass
+    assert s.stats()["keys"] == 0 and s.stats()["bytes"] == 0
 
 
 def test_max_bytes_is_respected(clock: FakeClock) -> None:

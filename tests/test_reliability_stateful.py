@@ -35,6 +35,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from memory_invariants import assert_filed_once
 from reliability_workers.figures import record
 from threadstore import (
     APPEND_FULL,
@@ -324,20 +325,8 @@ class MemoryMachine(StoreMachine):
 
     @invariant()
     def every_key_is_filed_once_no_later_than_its_expiry(self) -> None:
-        """White box: the expiry buckets the sweeper and eviction rely on (see _memory.py)."""
-        store = self.store
-        assert isinstance(store, MemoryStorage)
-        with store._lock:
-            data, buckets = store._data, store._buckets
-            assert sorted(k for b in buckets.values() for k in b) == sorted(data)
-            number = {id(b): n for n, b in buckets.items()}
-            for key, entry in data.items():
-                assert entry[3][entry[4]] == key, f"{key!r} is not in the slot it records"
-                assert number[id(entry[3])] <= entry[1] // 1.0, f"{key!r} is filed too late"
-            assert sorted(store._due) == sorted(buckets)
-            assert store._fast_until == (min(buckets) + 1.0 if buckets else float("inf"))
-            if store._hot_from < store._hot_to:  # new keys may be filed in the hot bucket
-                assert buckets[store._hot_from] is store._hot
+        assert isinstance(self.store, MemoryStorage)
+        assert_filed_once(self.store)
 
 
 class RealClockMachine(StoreMachine):

@@ -23,8 +23,11 @@ def test_none_ttl_is_invalid_input_on_a_fresh_memory_store() -> None:
         MemoryStorage(sweeper=False).set_with_ttl("k", None, "v")  # type: ignore[arg-type]
 
 
-def test_write_racing_close_is_refused() -> None:
+@pytest.mark.parametrize("existing", [False, True], ids=["new key", "overwrite"])
+def test_write_racing_close_is_refused(existing: bool) -> None:
     store = MemoryStorage(sweeper=False)
+    if existing:
+        store.set_with_ttl("k", 60, "old")
     real_clock = store._clock
 
     def clock_then_close() -> float:

@@ -1,0 +1,21 @@
+"""White-box checks of the memory backend's expiry buckets (see src/threadstore/_memory.py)."""
+
+from __future__ import annotations
+
+from threadstore import MemoryStorage
+
+
+def assert_filed_once(store: MemoryStorage) -> None:
+    """Every key is filed in exactly one live bucket, in the slot its entry records, no later
+    than its expiry; the fast-path gate and the hot bucket agree with the heap of buckets."""
+    with store._lock:
+        data, buckets = store._data, store._buckets
+        assert sorted(k for b in buckets.values() for k in b) == sorted(data)
+        number = {id(b): n for n, b in buckets.items()}
+        for key, entry in data.items():
+            assert entry[3][entry[4]] == key, f"{key!r} is not in the slot it records"
+            assert number[id(entry[3])] <= entry[1] // 1.0, f"{key!r} is filed too late"
+        assert sorted(store._due) == sorted(buckets)
+        assert store._fast_until == (min(buckets) + 1.0 if buckets else float("inf"))
+        if store._hot_from < store._hot_to:  # new keys may be filed in the hot bucket
+            assert buckets.get(store._hot_from) is store._hot, "the hot bucket was retired"
