@@ -68,7 +68,8 @@ def describe() -> dict[str, Any]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
-    status = _git("status", "--porcelain")
+    # Changes to tracked files only: a run's own output directory is untracked until published.
+    status = _git("status", "--porcelain", "--untracked-files=no")
     return {
         "host": socket.gethostname(),
         "cpu": _cpu_model(),
