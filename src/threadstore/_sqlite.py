@@ -95,6 +95,7 @@ import uuid
 import weakref
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from threading import get_ident
 from typing import Any, Final, Literal, TypeVar, cast
 from urllib.parse import parse_qsl, quote
 
@@ -640,46 +641,67 @@ class SQLiteStorage(Storage):
         close() waits for the calls in flight before it closes connections, and fork() waits so
         that no thread is inside SQLite when the process forks. A thread already in flight
         (a nested call) goes through at once, so the gate never waits on its own caller.
+
+        Lock-free unless the store is stopping: a call marks itself in ``_inflight`` (only its
+        own thread writes that key, and one dict operation is atomic in CPython), then looks at
+        the flags; close() and fork() set their flag under ``_gate`` before they look at the
+        marks. Either the call sees them coming, or they see the call.
         """
-        me = threading.get_ident()
+        me = get_ident()
+        inflight = self._inflight
+        depth = inflight.get(me, 0)
+        inflight[me] = depth + 1
+        if not depth and (self._paused or self._closed or self._broken is not None):
+            self._enter_slowly(me)
+
+    def _enter_slowly(self, me: int) -> None:
+        """_enter while the store is stopping: take the mark back, wait out a fork(), refuse a
+        closed or broken store, or mark again under the gate."""
         with self._gate:
-            depth = self._inflight.get(me, 0)
-            if not depth:
-                while self._paused:
-                    self._gate.wait()
-                if self._closed:
-                    raise StorageUnavailable(f"the sqlite store {self.url} is closed")
-                if self._broken is not None:
-                    raise StorageUnavailable(self._broken)
-            self._inflight[me] = depth + 1
+            del self._inflight[me]
+            self._gate.notify_all()  # close() or fork() may have seen the mark: it is gone
+            while self._paused:
+                self._gate.wait()
+            if self._closed:
+                raise StorageUnavailable(f"the sqlite store {self.url} is closed")
+            if self._broken is not None:
+                raise StorageUnavailable(self._broken)
+            self._inflight[me] = 1
 
     def _leave(self) -> None:
-        me = threading.get_ident()
+        me = get_ident()
+        inflight = self._inflight
+        depth = inflight.pop(me) - 1
+        if depth:
+            inflight[me] = depth
+        elif self._paused or self._closed:
+            self._left_while_stopping()
+
+    def _left_while_stopping(self) -> None:
         with self._gate:
-            depth = self._inflight.pop(me) - 1
-            if depth:
-                self._inflight[me] = depth
-                return
             closed = self._closed
-            if not self._inflight and (self._paused or closed):
-                self._gate.notify_all()
+            self._gate.notify_all()  # close() or fork() waits for the marks to go
         if closed:  # close() may give up waiting for this thread: it closes its own connection
             pair: tuple[int, sqlite3.Cursor] | None = getattr(self._local, "pair", None)
             if pair is not None and pair[0] == _pid:
                 with contextlib.suppress(sqlite3.Error):
                     pair[1].connection.close()
 
+    def _others_in_flight(self, me: int) -> list[int]:
+        """Threads other than ``me`` inside a call (a copy: the marks change without a lock)."""
+        return [ident for ident in list(self._inflight) if ident != me]
+
     def _pause(self, deadline: float) -> None:
         """Before fork(): stop new calls, wait (until ``deadline``) for those in flight."""
-        me = threading.get_ident()
+        me = get_ident()
         with self._gate:
             self._paused = True
-            while any(ident != me for ident in self._inflight):
+            while self._others_in_flight(me):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
                 self._gate.wait(left)
-            self._drained = not any(ident != me for ident in self._inflight)
+            self._drained = not self._others_in_flight(me)
 
     def _resume(self) -> None:
         with self._gate:
@@ -691,7 +713,7 @@ class SQLiteStorage(Storage):
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._gate = threading.Condition(threading.Lock())
-        me = threading.get_ident()
+        me = get_ident()
         self._inflight = {me: self._inflight[me]} if me in self._inflight else {}
         self._paused = False
         if not self._drained and self._broken is None:
@@ -1448,17 +1470,17 @@ class SQLiteStorage(Storage):
         when close() stops waiting closes its own connection when its call ends.
         """
         pid = os.getpid()
-        me = threading.get_ident()
+        me = get_ident()
         with self._gate:
             with self._lock:
                 self._closed = True
             deadline = time.monotonic() + self._busy_s + CLOSE_DRAIN_EXTRA_SECONDS
-            while any(ident != me for ident in self._inflight):
+            while self._others_in_flight(me):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
                 self._gate.wait(left)
-            busy = {ident for ident in self._inflight if ident != me}
+            busy = set(self._others_in_flight(me))
             with self._lock:
                 conns = [e for e in self._conns if e[0] != pid or _ident(e) not in busy]
                 self._conns = [e for e in self._conns if e[0] == pid and _ident(e) in busy]
