@@ -18,6 +18,7 @@ and async clients.
 from __future__ import annotations
 
 import math
+import socket
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -44,47 +45,78 @@ DEADLINE: ContextVar[float] = ContextVar("threadstore_redis_deadline", default=m
 """The monotonic instant by which the current call must be done (inf: no deadline)."""
 
 
-class DeadlineSocket:
-    """A socket whose sends and receives wait no longer than the current call's deadline."""
+def _within_deadline(sock: Any, method: Any, args: tuple[Any, ...]) -> Any:
+    """``method(sock, *args)``, a send or receive, waiting no longer than the call's deadline."""
+    deadline = DEADLINE.get()
+    if deadline == math.inf:
+        return method(sock, *args)
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("the call's deadline passed")  # socket.timeout is TimeoutError
+    current = sock.gettimeout()
+    if current is not None and (current == 0 or current <= left):  # 0: a non-blocking poll
+        return method(sock, *args)
+    sock.settimeout(left)
+    try:
+        return method(sock, *args)
+    finally:
+        sock.settimeout(current)
+
+
+_plain = socket.socket
+
+
+class DeadlineSocket(socket.socket):
+    """A plain TCP or Unix socket whose sends and receives honour DEADLINE.
+
+    A connected ``socket.socket`` becomes one by changing its class (the layout is the same), so
+    every other method stays the C one: redis-py calls ``fileno``, ``gettimeout`` and friends on
+    each command, and a wrapper would add a Python call to each."""
+
+    __slots__ = ()
+
+    def recv(self, *args: Any) -> Any:
+        return _within_deadline(self, _plain.recv, args)
+
+    def recv_into(self, *args: Any) -> Any:
+        return _within_deadline(self, _plain.recv_into, args)
+
+    def send(self, *args: Any) -> Any:
+        return _within_deadline(self, _plain.send, args)
+
+    def sendall(self, *args: Any) -> Any:
+        return _within_deadline(self, _plain.sendall, args)
+
+
+class DeadlineWrapper:
+    """Any other socket (TLS) whose sends and receives honour DEADLINE, by delegation."""
 
     __slots__ = ("_sock",)
 
     def __init__(self, sock: Any) -> None:
         self._sock = sock
 
-    def _wait(self, method: str, *args: Any) -> Any:
-        deadline = DEADLINE.get()
-        sock = self._sock
-        if deadline == math.inf:
-            return getattr(sock, method)(*args)
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("the call's deadline passed")  # socket.timeout is TimeoutError
-        current = sock.gettimeout()
-        if current is not None and current == 0:  # a non-blocking poll: leave it be
-            return getattr(sock, method)(*args)
-        if current is not None and current <= left:
-            return getattr(sock, method)(*args)
-        sock.settimeout(left)
-        try:
-            return getattr(sock, method)(*args)
-        finally:
-            sock.settimeout(current)
-
     def recv(self, *args: Any) -> Any:
-        return self._wait("recv", *args)
+        return _within_deadline(self._sock, type(self._sock).recv, args)
 
     def recv_into(self, *args: Any) -> Any:
-        return self._wait("recv_into", *args)
-
-    def sendall(self, *args: Any) -> Any:
-        return self._wait("sendall", *args)
+        return _within_deadline(self._sock, type(self._sock).recv_into, args)
 
     def send(self, *args: Any) -> Any:
-        return self._wait("send", *args)
+        return _within_deadline(self._sock, type(self._sock).send, args)
+
+    def sendall(self, *args: Any) -> Any:
+        return _within_deadline(self._sock, type(self._sock).sendall, args)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
+
+
+def _deadline_socket(sock: Any) -> Any:
+    if type(sock) is socket.socket:
+        sock.__class__ = DeadlineSocket
+        return sock
+    return DeadlineWrapper(sock)
 
 
 @cache
@@ -92,7 +124,7 @@ def with_deadline(base: type[Any]) -> type[Any]:
     """A subclass of a redis-py connection class whose socket honours DEADLINE."""
 
     def _connect(self: Any) -> Any:
-        return DeadlineSocket(base._connect(self))
+        return _deadline_socket(base._connect(self))
 
     return type(f"Deadline{base.__name__}", (base,), {"_connect": _connect})
 
