@@ -429,18 +429,9 @@ class Logic:
         metadata: dict[str, Any] | None = None,
     ) -> Op[Turn]:
         self.rules.check_id(thread_id, "thread id")
-        turn = Turn.model_construct(
-            role=role,
-            content=content,
-            timestamp=utcnow(),
-            files=files,
-            images=images,
-            tool_name=tool_name,
-            model_provider=model_provider,
-            model_name=model_name,
-            metadata=metadata,
+        turn, payload = self._checked_turn(
+            role, content, utcnow(), files, images, tool_name, model_provider, model_name, metadata
         )
-        turn, payload = self._turn_payload(turn)
         # The owner never changes and scoped stores never reuse an id (only compat, unscoped, may
         # recreate one), so checking it first is race-free.
         if not self.see_all and not (yield from self._owned(thread_id, "add_turn")):
@@ -466,20 +457,46 @@ class Logic:
 
     def _turn_payload(self, turn: Turn) -> tuple[Turn, str]:
         """Check every field of a turn; the checked turn and its stored JSON (or InvalidInput)."""
+        return self._checked_turn(
+            turn.role,
+            turn.content,
+            turn.timestamp,
+            turn.files,
+            turn.images,
+            turn.tool_name,
+            turn.model_provider,
+            turn.model_name,
+            turn.metadata,
+        )
+
+    def _checked_turn(
+        self,
+        role: object,
+        content: object,
+        timestamp: datetime,
+        files: object,
+        images: object,
+        tool_name: object,
+        model_provider: object,
+        model_name: object,
+        metadata: object,
+    ) -> tuple[Turn, str]:
+        """The turn these fields make once each is checked, and its stored JSON (or
+        InvalidInput). Built once: pydantic's model_construct costs microseconds."""
         rules = self.rules
-        if type(turn.role) is not str or (rules.roles is not None and turn.role not in rules.roles):
+        if type(role) is not str or (rules.roles is not None and role not in rules.roles):
             expected = " or ".join(repr(r) for r in sorted(rules.roles or ()))
-            raise InvalidInput(f"unknown role {turn.role!r}: expected {expected or 'a str'}")
+            raise InvalidInput(f"unknown role {role!r}: expected {expected or 'a str'}")
         checked = Turn.model_construct(
-            role=turn.role,
-            content=_text(turn.content, "content"),
-            timestamp=turn.timestamp,
-            files=_str_list(turn.files, "files", rules),
-            images=_str_list(turn.images, "images", rules),
-            tool_name=_name(turn.tool_name, "tool_name", rules),
-            model_provider=_name(turn.model_provider, "model_provider", rules),
-            model_name=_name(turn.model_name, "model_name", rules),
-            metadata=_json_dict(turn.metadata, "metadata", self.max_metadata_bytes),
+            role=role,
+            content=_text(content, "content"),
+            timestamp=timestamp,
+            files=_str_list(files, "files", rules),
+            images=_str_list(images, "images", rules),
+            tool_name=_name(tool_name, "tool_name", rules),
+            model_provider=_name(model_provider, "model_provider", rules),
+            model_name=_name(model_name, "model_name", rules),
+            metadata=_json_dict(metadata, "metadata", self.max_metadata_bytes),
         )
         payload = checked.model_dump_json(exclude_none=True)
         size = len(payload.encode("utf-8"))

@@ -184,7 +184,8 @@ class ThreadStore(_Facade):
         return self._run(self._logic.require_thread(thread_id))
 
     def count_threads(self) -> int:
-        """How many live threads the namespace holds (walks the keys: O(threads))."""
+        """How many live threads the namespace holds (only this owner's for a scoped store):
+        read from the activity index, O(log n) whatever the store holds."""
         return self._run(self._logic.count_threads())
 
     def get_thread_chain(self, thread_id: str, max_depth: int = 20) -> list[Thread]:
