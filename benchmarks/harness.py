@@ -65,16 +65,22 @@ def summarize(samples: Sequence[float]) -> tuple[float, float, float]:
 
 
 @contextmanager
-def gc_paused() -> Iterator[None]:
-    """Collect now, then keep the collector off (for every thread) until the block ends."""
+def gc_paused(*, collector: bool = False) -> Iterator[None]:
+    """Collect now, then keep the collector off (for every thread) until the block ends; with
+    ``collector``, keep it on, as in an application (its pauses are then part of the figure)."""
     gc.collect()
     was_enabled = gc.isenabled()
-    gc.disable()
+    if collector:
+        gc.enable()
+    else:
+        gc.disable()
     try:
         yield
     finally:
         if was_enabled:
             gc.enable()
+        else:
+            gc.disable()
 
 
 def repeat(run: Callable[[], float], reps: int, *, warmup: bool = True) -> list[float]:
@@ -89,19 +95,22 @@ def repeat(run: Callable[[], float], reps: int, *, warmup: bool = True) -> list[
     return samples
 
 
-def interleaved(runs: dict[str, Callable[[], float]], reps: int) -> dict[str, list[float]]:
+def interleaved(
+    runs: dict[str, Callable[[], float]], reps: int, *, collector: bool = False
+) -> dict[str, list[float]]:
     """Like ``repeat`` for several subjects at once, taking turns: one warm-up each, then every
     repetition runs each subject once (the order rotating), so that a change in the machine's
     background load during the benchmark hits every subject alike instead of one block of them.
+    The garbage collector is off unless ``collector`` (see ``gc_paused``).
     """
     names = list(runs)
     for name in names:
-        with gc_paused():
+        with gc_paused(collector=collector):
             runs[name]()
     samples: dict[str, list[float]] = {name: [] for name in names}
     for rep in range(reps):
         for name in names[rep % len(names) :] + names[: rep % len(names)]:
-            with gc_paused():
+            with gc_paused(collector=collector):
                 samples[name].append(runs[name]())
     return samples
 

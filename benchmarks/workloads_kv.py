@@ -157,13 +157,16 @@ def kv_memory(cfg: Config) -> Results:
 
 
 INSERT = "insert new key 2 KB, 1 thread"
+INSERT_GC = "insert new key 2 KB, 1 thread, collector on"
 
 
 def measure_inserts(
     res: Results, makers: Sequence[tuple[str, str, Callable[[], Any]]], data: Data
 ) -> None:
     """set_with_ttl of keys not stored yet: every repetition fills a fresh, empty store with all
-    the keys (dict growth included, as in real use); subjects take turns."""
+    the keys (dict growth included, as in real use); subjects take turns. Measured twice: with
+    the garbage collector off (the method of every other row), and on, as applications run, where
+    an entry the collector keeps tracking costs its share of every full collection."""
 
     def runner(make: Callable[[], Any]) -> Callable[[], float]:
         def run() -> float:
@@ -180,9 +183,11 @@ def measure_inserts(
 
         return run
 
-    samples = interleaved({name: runner(make) for name, _, make in makers}, res.cfg.reps)
-    for name, role, _ in makers:
-        res.add(name, role, INSERT, UNIT, samples[name], ops_per_rep=len(data.pairs))
+    runs = {name: runner(make) for name, _, make in makers}
+    for op, collector in ((INSERT, False), (INSERT_GC, True)):
+        samples = interleaved(runs, res.cfg.reps, collector=collector)
+        for name, role, _ in makers:
+            res.add(name, role, op, UNIT, samples[name], ops_per_rep=len(data.pairs))
 
 
 def kv_sqlite(cfg: Config) -> Results:

@@ -11,11 +11,14 @@ def assert_filed_once(store: MemoryStorage) -> None:
     with store._lock:
         data, buckets = store._data, store._buckets
         assert sorted(k for b in buckets.values() for k in b) == sorted(data)
-        number = {id(b): n for n, b in buckets.items()}
+        for n, bucket in buckets.items():
+            assert bucket.n is n, f"bucket {n} does not know its number"
         for key, entry in data.items():
-            assert entry[3][entry[4]] == key, f"{key!r} is not in the slot it records"
-            assert number[id(entry[3])] <= entry[1] // 1.0, f"{key!r} is filed too late"
+            assert buckets[entry[3]][entry[4]] == key, f"{key!r} is not in the slot it records"
+            assert type(entry[3]) is float, f"{key!r}'s entry holds its bucket, not its number"
+            assert entry[3] <= entry[1] // 1.0, f"{key!r} is filed too late"
         assert sorted(store._due) == sorted(buckets)
         assert store._fast_until == (min(buckets) + 1.0 if buckets else float("inf"))
         if store._hot_from < store._hot_to:  # new keys may be filed in the hot bucket
             assert buckets.get(store._hot_from) is store._hot, "the hot bucket was retired"
+            assert store._hot.n is store._hot_from, "new keys would hold another float object"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import random
 import subprocess
 import sys
@@ -169,6 +170,29 @@ def test_every_write_path_keeps_keys_filed(clock: FakeClock) -> None:
     while s.sweep(64):
         pass
     assert s.stats()["keys"] == 0 and s.stats()["bytes"] == 0
+
+
+def test_string_entries_leave_the_garbage_collectors_watch(clock: FakeClock) -> None:
+    """An entry of a string holds no container (its bucket by number, not the list), so the
+    collector untracks it at its first young collection: a store of a million strings adds no
+    work, and no pause, to the full collections of the application around it. Entries written
+    by every path qualify: fast and slow inserts, overwrites, TTLs moved earlier, re-filing."""
+    s = MemoryStorage(clock=clock, sweeper=False)
+    for i in range(2000):
+        s.set_with_ttl(f"k{i}", 5, "v")  # the first heats a bucket; the rest are fast inserts
+    s.set_with_ttl("k1", 60, "w")  # fast overwrite
+    s.set_with_ttl("k2", 1, "w")  # an earlier TTL: filed again
+    s.expire("k3", 90)
+    s.list_create("list", 60, "first")  # a list is a container: its entry stays tracked
+    clock.now += 6
+    s.set_with_ttl("late", 30, "v")  # slow path, with a sweep on the side
+    while s.sweep(64):  # expired keys dropped, refreshed ones filed again
+        pass
+    assert_filed_once(s)
+    gc.collect()
+    tracked = [k for k, e in s._data.items() if gc.is_tracked(e) and type(e[0]) is str]
+    assert tracked == []
+    assert gc.is_tracked(s._data["list"])
 
 
 def test_max_bytes_is_respected(clock: FakeClock) -> None:

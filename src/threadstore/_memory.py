@@ -1,11 +1,14 @@
 """The in-process backend (``memory://``): a dict under one short lock, bounded, with lazy and
 incremental expiry.
 
-Layout. ``_data`` maps key -> (value, expires_at, size, bucket, slot): value is a ``str`` or a
+Layout. ``_data`` maps key -> (value, expires_at, size, n, slot): value is a ``str`` or a
 ``list`` of str; expires_at is on the monotonic clock (a wall-clock jump neither expires nor
-revives a key); size is the bytes held by key and value; bucket is the expiry bucket (a list of
-keys) the key is filed in, at index ``slot``. Buckets are one second wide: ``_buckets[n]`` holds
-keys filed for second ``n`` and ``_due`` is a heap of the bucket numbers in use. Every live key is
+revives a key); size is the bytes held by key and value; the key is filed in expiry bucket
+``_buckets[n]`` (a list of keys, one second wide: second ``n``), at index ``slot``. ``_due`` is a
+heap of the bucket numbers in use. An entry of a string holds only a str, a float and ints, so
+the garbage collector stops tracking it at its first young collection: a million keys add nothing
+to the full collections that would otherwise walk them all (and pause every thread) while the
+store grows; an entry that held its bucket list would stay tracked. Every live key is
 filed in exactly one bucket, never later than its expiry. Filing is an append; taking a key out
 moves the bucket's last key into its slot, so both are O(1) without hashing the key again. A TTL
 that grows (every turn refreshes its thread's) leaves the key where it is, so the common write
@@ -93,10 +96,21 @@ _ASCII_HEADER = sys.getsizeof("")
 _TWO_HEADERS = 2 * _ASCII_HEADER
 _LIST_HEADER = sys.getsizeof([None])
 
-Bucket = list[str]
-Entry = tuple["str | list[str]", float, int, Bucket, int]
-"""(value, expires_at, bytes held by key and value, the bucket the key is filed in, and its slot
-there: ``entry[3][entry[4]] == key``)."""
+
+class Bucket(list[str]):
+    """The keys filed for one second of expiry, ``n`` (its key in ``_buckets``, the very float
+    object that entries filed here hold)."""
+
+    __slots__ = ("n",)
+
+    def __init__(self, n: float) -> None:
+        super().__init__()
+        self.n = n
+
+
+Entry = tuple["str | list[str]", float, int, float, int]
+"""(value, expires_at, bytes held by key and value, the number of the bucket the key is filed in,
+and its slot there: ``_buckets[entry[3]][entry[4]] == key``)."""
 
 
 Filing = list[Any]
@@ -167,8 +181,8 @@ class MemoryStorage(Storage):
         self._buckets: dict[float, Bucket] = {}
         self._due: list[float] = []  # heap of the bucket numbers in _buckets
         self._fast_until = _NEVER  # see _note_due
-        self._hot: Bucket = []  # the bucket new keys were filed in last, for seconds [from, to)
-        self._hot_from = self._hot_to = _NEVER
+        self._hot = Bucket(_NEVER)  # the bucket new keys were filed in last, for seconds [from, to)
+        self._hot_from = self._hot_to = _NEVER  # _hot_from is _hot.n while it takes keys
         self._ix: dict[str, Any] = {}  # scope -> SortedList of (score, key)
         self._filed: dict[str, Filing] = {}
         self._bytes = 0
@@ -218,7 +232,7 @@ class MemoryStorage(Storage):
         n = expires_at // 1.0
         bucket = self._buckets.get(n)
         if bucket is None:
-            bucket = self._buckets[n] = []
+            bucket = self._buckets[n] = Bucket(n)
             heapq.heappush(self._due, n)
             self._note_due()
         return bucket
@@ -226,8 +240,8 @@ class MemoryStorage(Storage):
     def _heat(self, expires_at: float) -> Bucket:
         """The bucket for ``expires_at``, which becomes the one new keys are filed in inline."""
         bucket = self._hot = self._bucket(expires_at)
-        self._hot_from = expires_at // 1.0
-        self._hot_to = self._hot_from + 1.0
+        self._hot_from = bucket.n
+        self._hot_to = bucket.n + 1.0
         return bucket
 
     def _note_due(self) -> None:
@@ -241,17 +255,17 @@ class MemoryStorage(Storage):
         self, key: str, value: str | list[str], expires_at: float, size: int, bucket: Bucket
     ) -> None:
         """Store an entry, filed in ``bucket`` (the one of its expiry, or an earlier one)."""
-        self._data[key] = (value, expires_at, size, bucket, len(bucket))
+        self._data[key] = (value, expires_at, size, bucket.n, len(bucket))
         bucket.append(key)
 
     def _unslot(self, entry: Entry) -> None:
         """Take an entry's key out of its bucket: the bucket's last key moves into its slot."""
-        bucket, slot = entry[3], entry[4]
+        bucket, slot = self._buckets[entry[3]], entry[4]
         last = bucket.pop()
         if slot < len(bucket):
             bucket[slot] = last
             moved = self._data[last]
-            self._data[last] = (moved[0], moved[1], moved[2], bucket, slot)
+            self._data[last] = (moved[0], moved[1], moved[2], moved[3], slot)
 
     def _retime(
         self, key: str, entry: Entry, value: str | list[str], expires_at: float, size: int
@@ -451,7 +465,7 @@ class MemoryStorage(Storage):
                             self._bytes = total
                             return
                     elif (  # a new key: due in the hot bucket's second, ASCII, room to spare
-                        self._hot_from <= expires_at < self._hot_to
+                        (n := self._hot_from) <= expires_at < self._hot_to
                         and 0 < key_length <= MAX_KEY_LENGTH
                         and key.__class__ is str
                         and (total := self._bytes + size) <= self._max_value_bytes
@@ -460,7 +474,7 @@ class MemoryStorage(Storage):
                         and "\x00" not in key
                     ):
                         bucket = self._hot
-                        data[key] = (value, expires_at, size, bucket, len(bucket))
+                        data[key] = (value, expires_at, size, n, len(bucket))
                         bucket.append(key)
                         self._bytes = total
                         return
