@@ -348,7 +348,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"- Command: `{result['command']}` ({'quick' if result['quick'] else 'full'} mode,"
         f" {result['seconds']:.0f} s)",
         "- Method: every benchmark in a fresh process; one warm-up, then"
-        f" {'2' if result['quick'] else '5'} timed repetitions with the garbage collector off;"
+        f" {'2' if result['quick'] else '5'} timed repetitions with the garbage collector off"
+        " (memory inserts: three times as many, and a second row with the collector on);"
         " median (min-max) of the repetitions; fixed random seed; same keys, values and"
         " operation order for every subject. All figures are lower-is-better: a ratio below 1"
         " means faster (or smaller) than the reference.",
