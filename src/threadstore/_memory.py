@@ -470,7 +470,7 @@ class MemoryStorage(Storage):
                         (n := self._hot_from) <= expires_at < self._hot_to
                         and 0 < key_length <= MAX_KEY_LENGTH
                         and key.__class__ is str
-                        and (total := self._bytes + size) <= self._max_value_bytes
+                        and (total := self._bytes + size) <= self._max_value_bytes  # so size fits
                         and len(data) < self._max_keys
                         and key.isascii()
                         and "\x00" not in key
