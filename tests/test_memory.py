@@ -195,6 +195,42 @@ def test_string_entries_leave_the_garbage_collectors_watch(clock: FakeClock) -> 
     assert gc.is_tracked(s._data["list"])
 
 
+class InterruptingClock(FakeClock):
+    """A clock that raises KeyboardInterrupt once when armed, as a signal landing at that call."""
+
+    armed = False
+
+    def __call__(self) -> float:
+        if self.armed:
+            self.armed = False
+            raise KeyboardInterrupt
+        return self.now
+
+
+def test_an_interrupted_update_is_mended_by_the_next_call() -> None:
+    """An interrupt that stops an update half-way (here: the index lost an entry and the byte
+    count moved, as a cut-short refile leaves them) marks the store torn. The fast paths stop,
+    and the next call that takes the lock derives buckets, sizes and the index again."""
+    clock = InterruptingClock()
+    s = MemoryStorage(clock=clock, sweeper=False)
+    for i in range(5):
+        s.list_create(f"l{i}", 60, "first", scopes=("all",), score=i)
+    s.set_with_ttl("k", 60, "v")
+    s._ix["all"].remove((3, "l3"))  # half of a refile
+    s._bytes += 123
+    clock.armed = True
+    with pytest.raises(KeyboardInterrupt):
+        s.list_append("l0", "t", max_items=10, ttl_seconds=60, score=9)
+    assert s._torn and s._fast_until == float("-inf")  # no fast path on torn structures
+    assert s.get("k") == "v"  # whole entries: still readable
+    page = s.index_page("all", 10)  # takes the lock: mends first
+    assert sorted(key for _, key in page) == [f"l{i}" for i in range(5)]
+    assert s.stats()["mended"] == 1
+    assert_filed_once(s)
+    s.set_with_ttl("k2", 60, "v")  # and the fast paths are back
+    assert s._fast_until > clock.now
+
+
 def test_max_bytes_is_respected(clock: FakeClock) -> None:
     s = MemoryStorage(clock=clock, sweeper=False, max_bytes=256 * 1024)
     for i in range(200):

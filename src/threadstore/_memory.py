@@ -22,13 +22,23 @@ Hot paths. ``get`` and ``set_with_ttl`` over a string make no function call whil
 lock (only ``in``, subscripts, arithmetic and attribute access); a new key adds a few C builtins
 (``len``, ``str.isascii``, ``list.append``). CPython switches threads only at calls and backward
 jumps, so a thread is rarely descheduled while it holds the lock; the clock is read before the
-lock is taken. Both take the lock with ``acquire()`` and release it in a ``finally``: a ``with``
-block goes through the generic ``__enter__``/``__exit__`` protocol, which costs about 0.1 us
-more, a sixth of a bare dict + lock write. A write takes the fast path while ``now <
+lock is taken. Both hold it in a ``with`` block, although ``acquire()`` and a ``finally:
+release()`` would cost about 0.1 us less: CPython handles pending signals when a call returns, so
+a KeyboardInterrupt can land just after ``acquire()`` and before the ``try``, and the lock stays
+held for good (a fifth of the interrupts did, in tests/test_memory.py's Ctrl-C test); ``with``
+leaves no such gap. A write takes the fast path while ``now <
 _fast_until`` (the store is open and no bucket is due for a sweep) and, for a new key, while its
 expiry falls in the "hot" bucket (the one the slow path filed its last new key in); anything else
 (a new second, a full store, a key or value that needs the full checks) goes through
 ``_set_slowly``, which runs every check.
+
+Interrupts. CPython runs signal handlers when a call returns, so a KeyboardInterrupt (or
+whatever a handler raises) can stop an update between two of its steps, with the lock released by
+its ``with`` and the structures half-changed. Every method that updates in several steps is
+wrapped by ``_marks_torn``: such an exception marks the store torn, which stops the fast paths,
+and the next call that takes the lock derives the buckets, the byte count and the activity index
+again from the entries (``_mend``) before it goes on. ``_data`` itself only ever changes by whole
+entries. The fast paths make their last call after their last change, so they never tear.
 
 Eviction. When a write would pass ``max_keys`` or ``max_bytes``, the key closest to expiry goes
 first (Redis' ``volatile-ttl``), chosen among a few keys of the earliest bucket: since every turn
@@ -46,13 +56,14 @@ drops the expired keys of the current second's bucket.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import sys
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from sortedcontainers import SortedList
 
@@ -117,6 +128,36 @@ and its slot there: ``_buckets[entry[3]][entry[4]] == key``)."""
 
 Filing = list[Any]
 """[scopes (tuple of str), score (int)] of a filed list."""
+
+M = TypeVar("M", bound=Callable[..., Any])
+
+
+def _marks_torn(method: M) -> M:
+    """Wrap a method that updates the store in several steps: if an interrupt stops it (any
+    exception that is not an ``Exception``), the store is marked torn, and mended by the next
+    call that takes the lock (see "Interrupts" above)."""
+
+    @functools.wraps(method)
+    def guarded(self: MemoryStorage, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except Exception:
+            raise
+        except BaseException:
+            self._torn = True
+            self._fast_until = _CLOSED  # no fast path until _mend has run
+            raise
+
+    return cast(M, guarded)
+
+
+def _entry_size(key: str, value: str | list[str]) -> int:
+    """The bytes an entry holds, counted as the write paths count them."""
+    if type(value) is list:
+        items = sum(_str_size(v) for v in value) + _ITEM_OVERHEAD * len(value)
+        return _str_size(key) + _LIST_HEADER + items
+    assert type(value) is str
+    return _str_size(value) + len(key) + _ASCII_HEADER
 
 
 _STORES: weakref.WeakSet[MemoryStorage] = weakref.WeakSet()
@@ -188,8 +229,9 @@ class MemoryStorage(Storage):
         self._ix: dict[str, Any] = {}  # scope -> SortedList of (score, key)
         self._filed: dict[str, Filing] = {}
         self._bytes = 0
-        self._hits = self._misses = self._expired = self._evicted = 0
+        self._hits = self._misses = self._expired = self._evicted = self._mended = 0
         self._closed = False
+        self._torn = False  # an update was cut short by an interrupt: see _marks_torn
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
         self._sweep_interval = float(sweep_interval)
@@ -251,7 +293,8 @@ class MemoryStorage(Storage):
         bucket's second has passed (then its keys are due for a sweep), and never once the store
         is closed."""
         due = self._due
-        self._fast_until = _CLOSED if self._closed else due[0] + 1.0 if due else _NEVER
+        stop = self._closed or self._torn
+        self._fast_until = _CLOSED if stop else due[0] + 1.0 if due else _NEVER
 
     def _put(
         self, key: str, value: str | list[str], expires_at: float, size: int, bucket: Bucket
@@ -410,15 +453,40 @@ class MemoryStorage(Storage):
     def _check_open(self) -> None:
         if self._closed:
             self._clock()  # raises: closed, or unusable after fork()
+        if self._torn:
+            self._mend()
+
+    def _mend(self) -> None:
+        """After an interrupted update: file every entry again in the bucket of its expiry, with
+        its size counted afresh, and rebuild the activity index from ``_filed`` (dropping what
+        is no longer a live list). O(n log n) under the lock, once per interrupt."""
+        data, filed = self._data, self._filed
+        self._buckets, self._due = {}, []
+        self._hot, self._hot_from, self._hot_to = Bucket(_NEVER), _NEVER, _NEVER
+        self._bytes = 0
+        for key, entry in list(data.items()):
+            size = _entry_size(key, entry[0])
+            self._put(key, entry[0], entry[1], size, self._bucket(entry[1]))
+            self._bytes += size
+        groups: dict[str, list[tuple[int, str]]] = {}
+        for key, (scopes, score) in list(filed.items()):
+            live = data.get(key)
+            if live is None or type(live[0]) is not list:
+                del filed[key]
+                continue
+            for name in scopes:
+                groups.setdefault(name, []).append((score, key))
+        self._ix = {name: SortedList(entries) for name, entries in groups.items()}
+        self._torn = False
+        self._mended += 1
+        self._note_due()
 
     # -- strings --------------------------------------------------------------------------------
     def get(self, key: str) -> str | None:
         now = self._clock()
         data = self._data
-        lock = self._lock
         try:
-            lock.acquire()  # not ``with``: see "Hot paths" in the module docstring
-            try:
+            with self._lock:  # no call inside, and ``with`` on purpose: see the module docstring
                 if key in data:
                     entry = data[key]
                     if entry[1] > now:
@@ -427,16 +495,18 @@ class MemoryStorage(Storage):
                             self._hits += 1
                             return value
                         raise WrongType(f"key {key!r} holds a list, not a string")
-                    self._drop(key, entry)
-                    self._expired += 1
+                    self._drop_expired(key)
                 self._misses += 1
-            finally:
-                lock.release()
         except TypeError:  # an unhashable key; check_key below says what is wrong
             pass
         # Only str keys are ever stored, so a key of another type is rejected on the miss path.
         check_key(key)
         return None
+
+    @_marks_torn
+    def _drop_expired(self, key: str) -> None:
+        self._check_open()
+        self._live(key, self._clock())
 
     def set_with_ttl(self, key: str, ttl_seconds: float, value: str) -> None:
         if ttl_seconds is not self._good_ttl:
@@ -452,9 +522,7 @@ class MemoryStorage(Storage):
             now = self._clock()  # raises StorageUnavailable once the store is closed
             expires_at = now + ttl_seconds
             data = self._data
-            lock = self._lock
-            lock.acquire()  # not ``with``: see "Hot paths" in the module docstring
-            try:
+            with self._lock:  # no call inside on the common paths: see the module docstring
                 if now < self._fast_until:  # open, and no expiry bucket is due for a sweep
                     if key in data:
                         old = data[key]
@@ -477,16 +545,15 @@ class MemoryStorage(Storage):
                     ):
                         bucket = self._hot
                         data[key] = (value, expires_at, size, n, len(bucket))
-                        bucket.append(key)
                         self._bytes = total
+                        bucket.append(key)  # the only call after a change: see "Interrupts"
                         return
                 self._set_slowly(key, value, now, expires_at, size)
-            finally:
-                lock.release()
         except TypeError:  # a key that is not a str (unhashable, or without len())
             check_key(key)
             raise
 
+    @_marks_torn
     def _set_slowly(self, key: str, value: str, now: float, expires_at: float, size: int) -> None:
         """set_with_ttl off the fast path: every check, room made, a few due keys swept."""
         self._check_open()
@@ -534,6 +601,7 @@ class MemoryStorage(Storage):
             f" ({self._max_value_bytes} bytes: max_bytes less the longest key)"
         )
 
+    @_marks_torn
     def delete(self, key: str) -> bool:
         check_key(key)
         with self._lock:
@@ -546,12 +614,14 @@ class MemoryStorage(Storage):
                 self._unfile(key)
             return True
 
+    @_marks_torn
     def exists(self, key: str) -> bool:
         check_key(key)
         with self._lock:
             self._check_open()
             return self._live(key, self._clock()) is not None
 
+    @_marks_torn
     def ttl(self, key: str) -> float | None:
         check_key(key)
         with self._lock:
@@ -560,6 +630,7 @@ class MemoryStorage(Storage):
             entry = self._live(key, now)
             return None if entry is None else entry[1] - now
 
+    @_marks_torn
     def expire(self, key: str, ttl_seconds: float) -> bool:
         check_key(key)
         ttl = check_ttl(ttl_seconds)
@@ -585,6 +656,7 @@ class MemoryStorage(Storage):
                     yield key
 
     # -- lists ----------------------------------------------------------------------------------
+    @_marks_torn
     def list_create(
         self,
         key: str,
@@ -642,6 +714,7 @@ class MemoryStorage(Storage):
         size = sum(_str_size(v) for v in values) + _ITEM_OVERHEAD * len(values)
         return self._append(key, values, size, max_items, ttl_seconds, score)
 
+    @_marks_torn
     def _append(
         self,
         key: str,
@@ -679,6 +752,7 @@ class MemoryStorage(Storage):
                 self._shrink_around(key, now)
             return len(items)
 
+    @_marks_torn
     def list_pop(self, key: str, *, ttl_seconds: float) -> str | None:
         check_key(key)
         ttl = check_ttl(ttl_seconds)
@@ -696,6 +770,7 @@ class MemoryStorage(Storage):
             self._bytes -= size
             return value
 
+    @_marks_torn
     def list_range(self, key: str, start: int = 0, stop: int | None = None) -> list[str]:
         check_key(key)
         check_range(start, stop)
@@ -708,6 +783,7 @@ class MemoryStorage(Storage):
             self._hits += 1
             return entry[0][start:stop]  # type: ignore[return-value]
 
+    @_marks_torn
     def list_length(self, key: str) -> int:
         check_key(key)
         with self._lock:
@@ -715,6 +791,7 @@ class MemoryStorage(Storage):
             entry = self._list_entry(key, self._clock())
             return 0 if entry is None else len(entry[0])
 
+    @_marks_torn
     def list_ends(self, key: str) -> ListEnds | None:
         check_key(key)
         with self._lock:
@@ -729,6 +806,7 @@ class MemoryStorage(Storage):
             return len(items), items[0], items[-1], entry[1] - now
 
     # -- activity index -------------------------------------------------------------------------
+    @_marks_torn
     def index_put(self, key: str, scopes: tuple[str, ...] | list[str], score: int) -> bool:
         check_key(key)
         scopes = check_scopes(scopes)
@@ -741,6 +819,7 @@ class MemoryStorage(Storage):
             self._file(key, scopes, score)
             return True
 
+    @_marks_torn
     def index_page(
         self,
         scope: str,
@@ -777,6 +856,7 @@ class MemoryStorage(Storage):
                 self._live(key, now)
         return page
 
+    @_marks_torn
     def index_count(self, scope: str) -> int:
         check_scope(scope)
         while True:
@@ -796,10 +876,15 @@ class MemoryStorage(Storage):
             time.sleep(0)  # a backlog of expired keys: let other threads in between batches
 
     # -- lifecycle ------------------------------------------------------------------------------
+    @_marks_torn
     def sweep(self, budget: int = SWEEP_BATCH) -> bool:
         """Handle up to ``budget`` keys of past buckets now; True if more are waiting."""
         with self._lock:
-            return not self._closed and self._sweep(self._clock(), budget)
+            if self._closed:
+                return False
+            if self._torn:
+                self._mend()
+            return self._sweep(self._clock(), budget)
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -814,6 +899,7 @@ class MemoryStorage(Storage):
                 "misses": self._misses,
                 "expired": self._expired,
                 "evicted": self._evicted,
+                "mended": self._mended,  # interrupted updates repaired (see _marks_torn)
                 "sweeper": self._sweeper is not None and self._sweeper.is_alive(),
             }
 

@@ -614,8 +614,8 @@ class SQLiteStorage(Storage):
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         with self._write_lock:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            try:  # BEGIN inside: a Ctrl-C just after it must roll back
+                conn.execute("BEGIN IMMEDIATE")
                 # Another process may have initialised the file since it was checked: the check
                 # and the initialisation are one transaction, so it never sees half of either.
                 self._check_file(conn)
@@ -904,18 +904,15 @@ class SQLiteStorage(Storage):
         self._enter()
         try:
             self._check_identity()
-            lock = self._write_lock
-            lock.acquire()
-            try:
-                rows = self._cursor().execute(sql, params).fetchall()
-            except sqlite3.Error as exc:
-                rows = self._retry_after(
-                    exc, lambda: self._cursor().execute(sql, params).fetchall(), t0
-                )
-            except UnicodeEncodeError:
-                raise _not_utf8("key and value") from None
-            finally:
-                lock.release()
+            with self._write_lock:  # not acquire() + try: a Ctrl-C between them would keep it
+                try:
+                    rows = self._cursor().execute(sql, params).fetchall()
+                except sqlite3.Error as exc:
+                    rows = self._retry_after(
+                        exc, lambda: self._cursor().execute(sql, params).fetchall(), t0
+                    )
+                except UnicodeEncodeError:
+                    raise _not_utf8("key and value") from None
         finally:
             self._leave()
         self._countdown -= 1
@@ -928,8 +925,8 @@ class SQLiteStorage(Storage):
 
         def attempt() -> T:
             conn = self._conn()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            try:  # BEGIN inside: a Ctrl-C just after it must roll back
+                conn.execute("BEGIN IMMEDIATE")
                 result = body(conn)
                 conn.execute("COMMIT")
             except BaseException:
@@ -972,8 +969,8 @@ class SQLiteStorage(Storage):
 
         def attempt() -> tuple[int, bool]:
             conn = self._conn()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            try:  # BEGIN inside: a Ctrl-C just after it must roll back
+                conn.execute("BEGIN IMMEDIATE")
                 now = _now_ms()
                 removed = conn.execute(  # unfiled keys: kv_expires_at, exact
                     "DELETE FROM kv WHERE id IN (SELECT id FROM kv WHERE scope IS NULL"
