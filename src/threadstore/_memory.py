@@ -23,14 +23,14 @@ lock (only ``in``, subscripts, arithmetic and attribute access); a new key adds 
 (``len``, ``str.isascii``, ``list.append``). CPython switches threads only at calls and backward
 jumps, so a thread is rarely descheduled while it holds the lock; the clock is read before the
 lock is taken. Both hold it in a ``with`` block, although ``acquire()`` and a ``finally:
-release()`` would cost about 0.1 us less: CPython handles pending signals when a call returns, so
-a KeyboardInterrupt can land just after ``acquire()`` and before the ``try``, and the lock stays
-held for good (a fifth of the interrupts did, in tests/test_memory.py's Ctrl-C test); ``with``
-leaves no such gap. A write takes the fast path while ``now <
-_fast_until`` (the store is open and no bucket is due for a sweep) and, for a new key, while its
-expiry falls in the "hot" bucket (the one the slow path filed its last new key in); anything else
-(a new second, a full store, a key or value that needs the full checks) goes through
-``_set_slowly``, which runs every check.
+release()`` would cost about 0.1 us less: CPython handles pending signals when a call returns,
+so a KeyboardInterrupt can land just after ``acquire()`` and before the ``try``, and the lock
+stays held for good (a fifth of the interrupts did, in a probe like the Ctrl-C test of
+tests/test_hardening.py); ``with`` leaves no such gap. A write takes the fast path while
+``now < _fast_until`` (the store is open, not torn, and no bucket is due for a sweep) and, for a
+new key, while its expiry falls in the "hot" bucket (the one the slow path filed its last new key
+in); anything else (a new second, a full store, a key or value that needs the full checks) goes
+through ``_set_slowly``, which runs every check.
 
 Interrupts. CPython runs signal handlers when a call returns, so a KeyboardInterrupt (or
 whatever a handler raises) can stop an update between two of its steps, with the lock released by
