@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ALL_BACKENDS, backend_url
 from reliability_workers.figures import record
 from threadstore import InvalidInput, StorageUnavailable, ThreadStore, open_storage
 from threadstore._logic import ALL_THREADS
@@ -342,9 +343,9 @@ def test_max_turns_odd_forms_fail_at_load_naming_the_variable(value: str) -> Non
 
 
 # -- Ctrl-C: an interrupt between two steps of a call ----------------------------------------------
-@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+@pytest.mark.parametrize("kind", ALL_BACKENDS)
 def test_ctrl_c_again_and_again_never_leaves_a_lock_held_or_a_store_torn(
-    kind: str, tmp_path: Path
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     """CPython raises a KeyboardInterrupt when a call returns, so it can land just after a lock's
     acquire(), between BEGIN and the try that rolls back, or between two steps of an update.
@@ -354,7 +355,7 @@ def test_ctrl_c_again_and_again_never_leaves_a_lock_held_or_a_store_torn(
     the memory store's lock held; with BEGIN before it, SQLite failed every later write with
     "cannot start a transaction within a transaction"; a memory index update cut in half made
     the next add_turn raise ValueError."""
-    figures = _run_worker("ctrl_c.py", kind, str(tmp_path), "300")
+    figures = _run_worker("ctrl_c.py", backend_url(request, kind, tmp_path), "300")
     assert figures["interrupts"] == 300
     assert figures["leaked"] == 0
     assert figures["hung"] == 0

@@ -1,14 +1,16 @@
 """Press Ctrl-C again and again while the main thread uses a store (run as a script).
 
-    python ctrl_c.py KIND DIRECTORY INTERRUPTS
+    python ctrl_c.py URL INTERRUPTS
 
-KIND is memory or sqlite. A helper thread sends SIGINT to the process every 50 to 500 us while
-the main thread loops over get, set_with_ttl, add_turn and get_thread, catching each
-KeyboardInterrupt. After each one the store's locks must be free (a lock taken by ``acquire()``
-just before a ``try`` stays held when the interrupt lands between them: every later call would
-hang). At the end, with SIGINT ignored, a fresh thread must still read, write, list and close the
-store, and a memory store must be consistent again (its interrupted updates mended). Prints one
-JSON line {"interrupts", "operations", "leaked", "hung"}, plus "mended" for memory.
+A helper thread sends SIGINT to the process every 50 to 500 us while the main thread loops over
+get, set_with_ttl, add_turn and get_thread on the store at URL, catching each KeyboardInterrupt.
+The handler raises it wherever the signal lands inside those calls, as the default one does;
+between them it lets the signal pass, so the loop itself is never cut. After each interrupt the
+store's locks must be free: a lock taken by ``acquire()`` just before a ``try`` stays held when
+the interrupt lands between them, and every later call would hang. At the end, with SIGINT
+ignored, a fresh thread must still read, write, list and close the store, and a memory store
+must be consistent again (its interrupted updates mended). Prints one JSON line
+{"interrupts", "operations", "leaked", "hung"}, plus "mended" for memory.
 """
 
 from __future__ import annotations
@@ -35,8 +37,7 @@ def held(storage: Storage) -> bool:
     return bool(getattr(storage, "_inflight", None))
 
 
-def main(kind: str, directory: str, wanted: int) -> dict[str, int]:
-    url = "memory://" if kind == "memory" else f"sqlite:///{os.path.join(directory, 'c.db')}"
+def main(url: str, wanted: int) -> dict[str, int]:
     storage = open_storage(url, fallback="fail")
     store = ThreadStore(storage, ttl_seconds=600, max_turns=1_000_000)
     tid = store.create_thread("ctrl-c")
@@ -49,27 +50,35 @@ def main(kind: str, directory: str, wanted: int) -> dict[str, int]:
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(random.uniform(0.00005, 0.0005))  # lands at ever other points
 
+    armed = [False]  # SIGINT raises KeyboardInterrupt only while a store call runs
+
+    def on_sigint(signum: int, frame: object) -> None:
+        if armed[0]:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
     pesterer = threading.Thread(target=pester, daemon=True)
     pesterer.start()
     interrupts = operations = leaked = 0
     go.set()
-    while interrupts < wanted:
+    while interrupts < wanted and not leaked:
         try:
-            while True:
-                storage.get("k")
-                storage.set_with_ttl("k", 600, "v")
-                if operations % 8 == 0:
-                    store.add_turn(tid, "user", "t")
-                    store.get_thread(tid)
-                operations += 1
+            armed[0] = True
+            storage.get("k")
+            storage.set_with_ttl("k", 600, "v")
+            if operations % 8 == 0:
+                store.add_turn(tid, "user", "t")
+                store.get_thread(tid)
+            armed[0] = False
+            operations += 1
         except KeyboardInterrupt:
+            armed[0] = False
             interrupts += 1
             if held(storage):
-                leaked += 1
-                break  # the next call would wait for good
+                leaked += 1  # the next call would wait for good
     stop.set()
     pesterer.join()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a signal still pending lands nowhere
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     done = threading.Event()
     stats: dict[str, int] = {}
@@ -81,7 +90,7 @@ def main(kind: str, directory: str, wanted: int) -> dict[str, int]:
         assert store.count_threads() == 1
         thread = store.get_thread(tid)
         assert thread is not None and all(turn.content == "t" for turn in thread.turns)
-        if kind == "memory":
+        if storage.kind == "memory":
             stats["mended"] = storage.stats()["mended"]
             assert_filed_once(storage)  # type: ignore[arg-type]
         storage.close()
@@ -100,4 +109,4 @@ def main(kind: str, directory: str, wanted: int) -> dict[str, int]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(sys.argv[1], sys.argv[2], int(sys.argv[3]))))
+    print(json.dumps(main(sys.argv[1], int(sys.argv[2]))))
