@@ -151,11 +151,15 @@ def _marks_torn(method: M) -> M:
     return cast(M, guarded)
 
 
+def _items_size(items: list[str]) -> int:
+    """The bytes list items add to their entry."""
+    return sum(_str_size(v) for v in items) + _ITEM_OVERHEAD * len(items)
+
+
 def _entry_size(key: str, value: str | list[str]) -> int:
-    """The bytes an entry holds, counted as the write paths count them."""
+    """The bytes an entry holds (the fast paths count an ASCII string inline, to the same sum)."""
     if type(value) is list:
-        items = sum(_str_size(v) for v in value) + _ITEM_OVERHEAD * len(value)
-        return _str_size(key) + _LIST_HEADER + items
+        return _str_size(key) + _LIST_HEADER + _items_size(value)
     assert type(value) is str
     return _str_size(value) + len(key) + _ASCII_HEADER
 
@@ -518,7 +522,7 @@ class MemoryStorage(Storage):
                 size = key_length + len(value) + _TWO_HEADERS
             else:
                 key_length = -1  # not checked on the fast path
-                size = _sizeof(check_value(value)) + len(key) + _ASCII_HEADER
+                size = _entry_size(key, check_value(value))
             now = self._clock()  # raises StorageUnavailable once the store is closed
             expires_at = now + ttl_seconds
             data = self._data
@@ -671,7 +675,7 @@ class MemoryStorage(Storage):
         ttl = check_ttl(ttl_seconds)
         scopes = check_scopes(scopes)
         check_score(score)
-        size = _str_size(key) + _LIST_HEADER + _str_size(first) + _ITEM_OVERHEAD
+        size = _entry_size(key, [first])
         if size > self._max_bytes:
             raise InvalidInput(f"item of {size} bytes is larger than the store's max_bytes")
         with self._lock:
@@ -711,7 +715,7 @@ class MemoryStorage(Storage):
     ) -> int:
         check_key(key)
         values = check_values(values)
-        size = sum(_str_size(v) for v in values) + _ITEM_OVERHEAD * len(values)
+        size = _items_size(values)
         return self._append(key, values, size, max_items, ttl_seconds, score)
 
     @_marks_torn

@@ -48,7 +48,7 @@ def main(url: str, wanted: int) -> dict[str, int]:
         go.wait()
         while not stop.is_set():
             os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(random.uniform(0.00005, 0.0005))  # lands at ever other points
+            time.sleep(random.uniform(0.00005, 0.0005))  # lands at a different point each time
 
     armed = [False]  # SIGINT raises KeyboardInterrupt only while a store call runs
 
