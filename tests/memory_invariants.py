@@ -9,7 +9,8 @@ from threadstore._memory import _entry_size
 def assert_filed_once(store: MemoryStorage) -> None:
     """Every key is filed in exactly one live bucket, in the slot its entry records, no later
     than its expiry; sizes and the byte count are what the entries hold; the activity index is
-    what ``_filed`` says; the fast-path gate and the hot bucket agree with the heap of buckets."""
+    what ``_filed`` says; the fast-path gate and the hot bucket agree with the heap of buckets, and
+    the hot bucket's cap keeps new keys within max_keys."""
     with store._lock:
         data, buckets = store._data, store._buckets
         assert sorted(k for b in buckets.values() for k in b) == sorted(data)
@@ -35,3 +36,6 @@ def assert_filed_once(store: MemoryStorage) -> None:
         if store._hot_from < store._hot_to:  # new keys may be filed in the hot bucket
             assert buckets.get(store._hot_from) is store._hot, "the hot bucket was retired"
             assert store._hot.n is store._hot_from, "new keys would hold another float object"
+        # The inline path counts new keys by the hot bucket's length (see MemoryStorage._heat).
+        room = store._max_keys - len(data)
+        assert store._hot_cap - len(store._hot) <= room, "the inline path could pass max_keys"

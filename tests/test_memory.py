@@ -9,12 +9,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from contract import StorageContract
 from memory_invariants import assert_filed_once
 from threadstore import InvalidInput, MemoryStorage, Storage, WrongType
+from threadstore._storage import MAX_KEY_LENGTH
 
 
 class FakeClock:
@@ -193,6 +195,74 @@ def test_string_entries_leave_the_garbage_collectors_watch(clock: FakeClock) -> 
     tracked = [k for k, e in s._data.items() if gc.is_tracked(e) and type(e[0]) is str]
     assert tracked == []
     assert gc.is_tracked(s._data["list"])
+
+
+class SlowPathCounter(MemoryStorage):
+    """Counts the writes that left the inline path."""
+
+    slow = 0
+
+    def _set_slowly(self, *args: Any) -> None:
+        self.slow += 1
+        super()._set_slowly(*args)
+
+
+def test_the_inline_path_takes_keys_of_every_allowed_length_and_refuses_the_rest(
+    clock: FakeClock,
+) -> None:
+    """New keys after the first go inline (filed in the hot bucket without the slow path's
+    checks): the key's length is checked there by a table lookup, which must agree with
+    check_key at both ends, for ASCII and other values alike."""
+    s = SlowPathCounter(clock=clock, sweeper=False)
+    s.set_with_ttl("warm", 60, "v")  # heats a bucket: the keys below take the inline path
+    assert s.slow == 1
+    good = {"k": "v", "k" * MAX_KEY_LENGTH: "v", "kv": "välue", "kw": "\U0001f600"}
+    for key, value in good.items():
+        s.set_with_ttl(key, 60, value)
+    assert s.slow == 1, "a good key left the inline path"
+    for key, words in (("", "empty"), ("k" * (MAX_KEY_LENGTH + 1), "1025 characters")):
+        for value in ("v", "välue"):
+            with pytest.raises(InvalidInput, match=words):
+                s.set_with_ttl(key, 60, value)
+    assert {k: s.get(k) for k in good} == good
+    assert sorted(s.scan()) == sorted(["warm", *good])
+    assert_filed_once(s)  # sizes included: the inline sums equal _entry_size
+
+
+def test_new_keys_never_pass_max_keys_while_other_writes_file_keys_elsewhere(
+    clock: FakeClock,
+) -> None:
+    """The inline path counts new keys by the hot bucket's length, not len(store): lists and
+    other TTLs filed in other buckets must lower its cap, or a full store would grow past
+    max_keys (the invariant check says so after every step too)."""
+    s = MemoryStorage(max_keys=5, clock=clock, sweeper=False)
+    for i in range(60):
+        if i % 3 == 0:
+            s.list_create(f"list{i}", 30 + i % 7, "m")  # another bucket
+        if i % 5 == 0:
+            s.set_with_ttl(f"short{i}", 10, "v")  # another bucket
+        s.set_with_ttl(f"k{i}", 60, "v")  # the hot bucket, inline while there is room
+        assert len(s._data) <= 5
+        assert_filed_once(s)
+        clock.now += 0.05
+    assert s.stats()["evicted"] > 0
+
+
+def test_the_lock_guard_takes_the_store_lock_and_always_gives_it_back() -> None:
+    s = MemoryStorage(sweeper=False)
+    with s._guard:
+        assert s._lock.locked()
+    assert not s._lock.locked()
+
+    def fail_inside() -> None:
+        with s._guard:
+            assert s._lock.locked()
+            raise ZeroDivisionError
+
+    with pytest.raises(ZeroDivisionError):
+        fail_inside()
+    assert not s._lock.locked()
+    s.close()
 
 
 class InterruptingClock(FakeClock):
