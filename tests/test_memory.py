@@ -248,23 +248,6 @@ def test_new_keys_never_pass_max_keys_while_other_writes_file_keys_elsewhere(
     assert s.stats()["evicted"] > 0
 
 
-def test_the_lock_guard_takes_the_store_lock_and_always_gives_it_back() -> None:
-    s = MemoryStorage(sweeper=False)
-    with s._guard:
-        assert s._lock.locked()
-    assert not s._lock.locked()
-
-    def fail_inside() -> None:
-        with s._guard:
-            assert s._lock.locked()
-            raise ZeroDivisionError
-
-    with pytest.raises(ZeroDivisionError):
-        fail_inside()
-    assert not s._lock.locked()
-    s.close()
-
-
 class InterruptingClock(FakeClock):
     """A clock that raises KeyboardInterrupt once when armed, as a signal landing at that call."""
 

@@ -22,17 +22,16 @@ Hot paths. ``get`` and ``set_with_ttl`` over a string make no function call whil
 lock (only ``in``, subscripts, arithmetic and attribute access); a new key adds a few C builtins
 (``len``, ``str.isascii``, ``list.append``). CPython switches threads only at calls and backward
 jumps, so a thread is rarely descheduled while it holds the lock; the clock is read before the
-lock is taken. Both hold it in a ``with`` block, although ``acquire()`` and a ``finally:
-release()`` would cost about 0.1 us less: CPython handles pending signals when a call returns,
-so a KeyboardInterrupt can land just after ``acquire()`` and before the ``try``, and the lock
-stays held for good (a fifth of the interrupts did, in a probe like the Ctrl-C test of
-tests/test_hardening.py); ``with`` leaves no such gap. The ``with`` is on ``_guard``, which takes
-the same lock without the two method objects that ``with lock:`` makes per block. A write takes
-the fast path while ``now < _fast_until`` (the store is open, not torn, and no bucket is due for
-a sweep) and, for a new key, while its expiry falls in the "hot" bucket (the one the slow path
-filed its last new key in) and that bucket is below its cap (see ``_heat``); anything else (a new
-second, a full store, a key or value that needs the full checks) goes through ``_set_slowly``,
-which runs every check.
+lock is taken. The lock is a ``Mutex`` (_mutex.py), a one-token ``queue.SimpleQueue`` whose
+``with`` block costs about half of a ``threading.Lock``'s. Both paths hold it in a ``with``
+block, never ``acquire()`` and a ``finally: release()``: CPython handles pending signals when a
+call returns, so a KeyboardInterrupt can land just after ``acquire()`` and before the ``try``,
+and the lock stays held for good (a fifth of the interrupts did, in a probe like the Ctrl-C test
+of tests/test_hardening.py); ``with`` leaves no such gap. A write takes the fast path while
+``now < _fast_until`` (the store is open, not torn, and no bucket is due for a sweep) and, for a
+new key, while its expiry falls in the "hot" bucket (the one the slow path filed its last new key
+in) and that bucket is below its cap (see ``_heat``); anything else (a new second, a full store,
+a key or value that needs the full checks) goes through ``_set_slowly``, which runs every check.
 
 Interrupts. CPython runs signal handlers when a call returns, so a KeyboardInterrupt (or
 whatever a handler raises) can stop an update between two of its steps, with the lock released by
@@ -65,7 +64,6 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
 from typing import Any, TypeVar, cast
 
 from sortedcontainers import SortedList
@@ -73,6 +71,7 @@ from sortedcontainers import SortedList
 from . import _forking
 from ._config import DEFAULT_NAMESPACE
 from ._errors import InvalidInput, StorageUnavailable, WrongType
+from ._mutex import Mutex
 from ._storage import (
     APPEND_FULL,
     APPEND_MISSING,
@@ -203,20 +202,6 @@ _forking.register(
 )
 
 
-def _guard(lock: threading.Lock) -> AbstractContextManager[bool]:
-    """A context manager that takes ``lock``: ``with`` on it is ``with lock:`` minus two objects.
-
-    For ``with lock:`` CPython looks ``__enter__`` and ``__exit__`` up on the lock's type and binds
-    each to the lock, making a method object per block (and freeing it at the end). The class
-    made here holds the lock's own bound methods, which the lookup returns as they are. The rest is
-    the same, so is the safety against interrupts: ``BEFORE_WITH`` takes the lock and enters the
-    block with no point between where a signal handler could run. Measured on CPython 3.11: about
-    600 machine instructions fewer per locked call, a sixth of a bare ``with lock: d[k] = v``
-    method (notes/perf.md)."""
-    methods = {"__slots__": (), "__enter__": lock.__enter__, "__exit__": lock.__exit__}
-    return cast(AbstractContextManager[bool], type("LockGuard", (), methods)())
-
-
 def _str_size(s: str) -> int:
     """Bytes a str occupies: exact for ASCII (the common case) without a sys.getsizeof call."""
     return len(s) + _ASCII_HEADER if s.isascii() else _sizeof(s)
@@ -247,8 +232,7 @@ class MemoryStorage(Storage):
         self._max_value_bytes = max_bytes - 1024 - _ASCII_HEADER  # room left for the longest key
         self._good_ttl: object = _UNSET
         self._clock = clock
-        self._lock = threading.Lock()
-        self._guard = _guard(self._lock)  # ``with self._guard:`` takes the lock
+        self._lock = Mutex()
         self._data: dict[str, Entry] = {}
         self._buckets: dict[float, Bucket] = {}
         self._due: list[float] = []  # heap of the bucket numbers in _buckets
@@ -282,8 +266,7 @@ class MemoryStorage(Storage):
         """In a child process: a fresh lock; the sweeper thread did not survive fork(), so a new
         one starts. A store whose lock could not be taken before the fork may be half-updated:
         it refuses every call, telling the child to open its own."""
-        self._lock = threading.Lock()
-        self._guard = _guard(self._lock)
+        self._lock = Mutex()
         if not clean and not self._closed:
             self._closed = True
             self._clock = _forked_clock
@@ -526,7 +509,7 @@ class MemoryStorage(Storage):
         now = clock()
         data = self._data
         try:
-            with self._guard:  # no call inside, and ``with`` on purpose: see the module docstring
+            with self._lock:  # no call inside, and ``with`` on purpose: see the module docstring
                 if key in data:
                     entry = data[key]
                     if entry[1] > now:
@@ -562,7 +545,7 @@ class MemoryStorage(Storage):
             now = clock()  # raises StorageUnavailable once the store is closed
             expires_at = now + ttl_seconds
             data = self._data
-            with self._guard:  # no call inside on the common paths: see the module docstring
+            with self._lock:  # no call inside on the common paths: see the module docstring
                 if now < self._fast_until:  # open, and no expiry bucket is due for a sweep
                     if key in data:
                         old = data[key]
@@ -575,7 +558,8 @@ class MemoryStorage(Storage):
                             self._bytes = total
                             return
                     elif (  # a new key: due in the hot bucket's second, room to spare, ASCII
-                        (n := self._hot_from) <= expires_at < self._hot_to
+                        (n := self._hot_from) <= expires_at
+                        and expires_at < self._hot_to
                         and (slot := len(bucket := self._hot)) < self._hot_cap  # max_keys
                         and (total := self._bytes + size) <= self._max_value_bytes  # so size fits
                         and key.__class__ is str
@@ -642,7 +626,7 @@ class MemoryStorage(Storage):
     @_marks_torn
     def delete(self, key: str) -> bool:
         check_key(key)
-        with self._guard:
+        with self._lock:
             self._check_open()
             entry = self._live(key, self._clock())
             if entry is None:
@@ -655,14 +639,14 @@ class MemoryStorage(Storage):
     @_marks_torn
     def exists(self, key: str) -> bool:
         check_key(key)
-        with self._guard:
+        with self._lock:
             self._check_open()
             return self._live(key, self._clock()) is not None
 
     @_marks_torn
     def ttl(self, key: str) -> float | None:
         check_key(key)
-        with self._guard:
+        with self._lock:
             self._check_open()
             now = self._clock()
             entry = self._live(key, now)
@@ -672,7 +656,7 @@ class MemoryStorage(Storage):
     def expire(self, key: str, ttl_seconds: float) -> bool:
         check_key(key)
         ttl = check_ttl(ttl_seconds)
-        with self._guard:
+        with self._lock:
             self._check_open()
             now = self._clock()
             entry = self._live(key, now)
@@ -683,7 +667,7 @@ class MemoryStorage(Storage):
 
     def scan(self, prefix: str = "") -> Iterator[str]:
         check_prefix(prefix)
-        with self._guard:
+        with self._lock:
             self._check_open()
             keys = list(self._data)  # one C-level copy (~5 ms per million keys); filtered outside
         data, clock = self._data, self._clock
@@ -712,7 +696,7 @@ class MemoryStorage(Storage):
         size = _entry_size(key, [first])
         if size > self._max_bytes:
             raise InvalidInput(f"item of {size} bytes is larger than the store's max_bytes")
-        with self._guard:
+        with self._lock:
             self._check_open()
             now = self._clock()
             if self._live(key, now) is not None:
@@ -767,7 +751,7 @@ class MemoryStorage(Storage):
         ttl = check_ttl(ttl_seconds)
         if score is not None:
             check_score(score)
-        with self._guard:
+        with self._lock:
             self._check_open()
             now = self._clock()
             entry = self._list_entry(key, now)
@@ -794,7 +778,7 @@ class MemoryStorage(Storage):
     def list_pop(self, key: str, *, ttl_seconds: float) -> str | None:
         check_key(key)
         ttl = check_ttl(ttl_seconds)
-        with self._guard:
+        with self._lock:
             self._check_open()
             now = self._clock()
             entry = self._list_entry(key, now)
@@ -812,7 +796,7 @@ class MemoryStorage(Storage):
     def list_range(self, key: str, start: int = 0, stop: int | None = None) -> list[str]:
         check_key(key)
         check_range(start, stop)
-        with self._guard:
+        with self._lock:
             self._check_open()
             entry = self._list_entry(key, self._clock())
             if entry is None:
@@ -824,7 +808,7 @@ class MemoryStorage(Storage):
     @_marks_torn
     def list_length(self, key: str) -> int:
         check_key(key)
-        with self._guard:
+        with self._lock:
             self._check_open()
             entry = self._list_entry(key, self._clock())
             return 0 if entry is None else len(entry[0])
@@ -832,7 +816,7 @@ class MemoryStorage(Storage):
     @_marks_torn
     def list_ends(self, key: str) -> ListEnds | None:
         check_key(key)
-        with self._guard:
+        with self._lock:
             self._check_open()
             now = self._clock()
             entry = self._list_entry(key, now)
@@ -849,7 +833,7 @@ class MemoryStorage(Storage):
         check_key(key)
         scopes = check_scopes(scopes)
         check_score(score)
-        with self._guard:
+        with self._lock:
             self._check_open()
             entry = self._list_entry(key, self._clock())
             if entry is None:
@@ -870,7 +854,7 @@ class MemoryStorage(Storage):
         limit, after = check_page(limit, after)
         page: list[tuple[int, str]] = []
         dead: list[str] = []
-        with self._guard:
+        with self._lock:
             self._check_open()
             now = self._clock()
             ix = self._ix.get(scope)
@@ -898,7 +882,7 @@ class MemoryStorage(Storage):
     def index_count(self, scope: str) -> int:
         check_scope(scope)
         while True:
-            with self._guard:
+            with self._lock:
                 self._check_open()
                 now = self._clock()
                 if not self._sweep(now, SWEEP_BATCH):  # no fully past bucket left
@@ -917,7 +901,7 @@ class MemoryStorage(Storage):
     @_marks_torn
     def sweep(self, budget: int = SWEEP_BATCH) -> bool:
         """Handle up to ``budget`` keys of past buckets now; True if more are waiting."""
-        with self._guard:
+        with self._lock:
             if self._closed:
                 return False
             if self._torn:
@@ -925,7 +909,7 @@ class MemoryStorage(Storage):
             return self._sweep(self._clock(), budget)
 
     def stats(self) -> dict[str, Any]:
-        with self._guard:
+        with self._lock:
             return {
                 "backend": self.kind,
                 "url": self.url,
@@ -942,7 +926,7 @@ class MemoryStorage(Storage):
             }
 
     def close(self) -> None:
-        with self._guard:
+        with self._lock:
             if self._closed:
                 return
             self._closed = True
