@@ -18,8 +18,11 @@ Measured on CPython 3.11 (notes/perf.md), for a method that stores ``d[k] = v`` 
 
 Interrupts behave as with a Lock: ``BEFORE_WITH`` takes the token and enters the block with no
 point between where a signal handler could run, and a ``get()`` that a signal interrupts while it
-waits raises without taking the token. The one difference: a Lock that is released twice raises,
-while a token put back twice would let two holders in, so ``release()`` refuses to.
+waits raises without taking the token. Two differences: a Lock that is released twice raises,
+while a token put back twice would let two holders in, so ``release()`` refuses to; and ``put``
+reads its ``block`` argument (the exception leaving the block) as a truth value, so an exception
+whose own ``__bool__`` raised would leave the token out. The memory backend raises none such
+under its lock.
 """
 
 from __future__ import annotations
