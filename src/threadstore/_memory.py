@@ -518,7 +518,7 @@ class MemoryStorage(Storage):
                             self._hits += 1
                             return value
                         raise WrongType(f"key {key!r} holds a list, not a string")
-                    self._drop_expired(key)
+                    self._drop_expired(key, now)
                 self._misses += 1
         except TypeError:  # an unhashable key; check_key below says what is wrong
             pass
@@ -527,9 +527,9 @@ class MemoryStorage(Storage):
         return None
 
     @_marks_torn
-    def _drop_expired(self, key: str) -> None:
+    def _drop_expired(self, key: str, now: float) -> None:
         self._check_open()
-        self._live(key, self._clock())
+        self._live(key, now)  # the caller's clock reading: the key it saw expired goes
 
     def set_with_ttl(self, key: str, ttl_seconds: float, value: str) -> None:
         if ttl_seconds is not self._good_ttl:
