@@ -5,6 +5,11 @@ with the garbage collector collected beforehand and disabled during the timed lo
 ``perf_counter_ns``. A result row keeps the median, the minimum and the maximum of the runs. Random
 choices come from ``random.Random(SEED)`` so every run touches the same keys in the same order.
 
+Subjects measured by ``interleaved`` take turns round by round, and their rows say so (their
+``round_group``): the report compares two such rows of one group round by round (the median of the
+per-round ratios), so a slow phase of a shared machine that lasts a few rounds weighs on both sides
+of every ratio instead of on whichever subject's median it happened to fall into.
+
 Every metric the suite reports is lower-is-better (time per operation, pause length, bytes per
 key, lost appends), so a ratio below 1 always means "better than the reference".
 """
@@ -12,6 +17,7 @@ key, lost appends), so a ratio below 1 always means "better than the reference".
 from __future__ import annotations
 
 import gc
+import itertools
 import random
 import statistics
 import threading
@@ -59,6 +65,18 @@ class Config:
         return random.Random(SEED + salt)
 
 
+class Rounds(list[float]):
+    """The samples of one subject from one ``interleaved`` call: sample i was taken in round i,
+    next to sample i of every other subject of the call (which shares ``group``)."""
+
+    def __init__(self, group: int) -> None:
+        super().__init__()
+        self.group = group
+
+
+_groups = itertools.count(1)
+
+
 def summarize(samples: Sequence[float]) -> tuple[float, float, float]:
     """(median, min, max) of a non-empty list of samples."""
     return statistics.median(samples), min(samples), max(samples)
@@ -97,17 +115,19 @@ def repeat(run: Callable[[], float], reps: int, *, warmup: bool = True) -> list[
 
 def interleaved(
     runs: dict[str, Callable[[], float]], reps: int, *, collector: bool = False
-) -> dict[str, list[float]]:
+) -> dict[str, Rounds]:
     """Like ``repeat`` for several subjects at once, taking turns: one warm-up each, then every
     repetition runs each subject once (the order rotating), so that a change in the machine's
     background load during the benchmark hits every subject alike instead of one block of them.
-    The garbage collector is off unless ``collector`` (see ``gc_paused``).
+    The garbage collector is off unless ``collector`` (see ``gc_paused``). The samples are
+    ``Rounds`` of one new group, which the report compares round by round.
     """
     names = list(runs)
     for name in names:
         with gc_paused(collector=collector):
             runs[name]()
-    samples: dict[str, list[float]] = {name: [] for name in names}
+    group = next(_groups)
+    samples = {name: Rounds(group) for name in names}
     for rep in range(reps):
         for name in names[rep % len(names) :] + names[: rep % len(names)]:
             with gc_paused(collector=collector):
@@ -182,6 +202,7 @@ class Results:
             "max": hi,
             "reps": len(samples),
             "samples": list(samples),
+            "round_group": samples.group if isinstance(samples, Rounds) else None,
             "extra": extra,
         }
         self.rows.append(row)
@@ -204,6 +225,7 @@ class Results:
                     "max": None,
                     "reps": 0,
                     "samples": [],
+                    "round_group": None,
                     "extra": {"na": reason},
                 }
             )

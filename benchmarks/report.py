@@ -1,11 +1,14 @@
 """Turn result rows into ``results.md`` (tables, ratios, targets) and one PNG per benchmark.
 
-Every metric is lower-is-better, so "x X" below 1 means better than X. Ratios compare medians.
+Every metric is lower-is-better, so "x X" below 1 means better than X. A ratio compares medians,
+except between two rows measured in turns by one ``interleaved`` call (one ``round_group``): those
+are compared round by round, and the ratio is the median of the per-round ratios (see ``paired``).
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +45,15 @@ class Lookup:
         row = self.row(bench, subject, op)
         return None if row is None else row["median"]
 
+    def ratio(
+        self, bench: str, subject: str, op: str, ref: str, ref_op: str | None = None
+    ) -> float | None:
+        """``subject``'s ``op`` against ``ref``'s ``ref_op`` (the same op by default)."""
+        a, b = self.row(bench, subject, op), self.row(bench, ref, ref_op or op)
+        if a is None or b is None:
+            return None
+        return paired(a, b)
+
     def why_na(self, bench: str, subject: str, op: str) -> str:
         row = self.row(bench, subject, op)
         if row is None:
@@ -67,6 +79,17 @@ def ratio(a: float | None, b: float | None) -> float | None:
     if a is None or b is None or b == 0:
         return None
     return a / b
+
+
+def paired(a: Row, b: Row) -> float | None:
+    """Row ``a`` against row ``b``: the median of their per-round ratios when both come from one
+    ``interleaved`` call (the rounds were taken side by side, so a slow phase of the machine hits
+    both sides of a ratio), else the ratio of their medians."""
+    group = a.get("round_group")
+    xs, ys = a["samples"], b["samples"]
+    if group is not None and group == b.get("round_group") and len(xs) == len(ys) and all(ys):
+        return statistics.median(x / y for x, y in zip(xs, ys, strict=True))
+    return ratio(a["median"], b["median"])
 
 
 def fmt_ratio(r: float | None) -> str:
@@ -117,12 +140,9 @@ def group_table(bench: str, rows: list[Row]) -> list[str]:
                 continue
             cells = [op, f"**{s}**" if role[s] == OURS else s, cell(row)]
             if floor:
-                cells.append(fmt_ratio(ratio(row["median"], look.value(bench, floor, op))))
+                cells.append(fmt_ratio(look.ratio(bench, s, op, floor)))
             for p in peers:
-                if p == s:
-                    cells.append("")
-                else:
-                    cells.append(fmt_ratio(ratio(row["median"], look.value(bench, p, op))))
+                cells.append("" if p == s else fmt_ratio(look.ratio(bench, s, op, p)))
             lines.append("| " + " | ".join(cells) + " |")
     for s, reason in all_na.items():
         cells = ["(all)", f"**{s}**" if role[s] == OURS else s, f"n/a: {reason}"]
@@ -168,9 +188,8 @@ def _check(target: str, parts: list[Part], ok: Callable[[float], bool]) -> Verdi
 def _ratio_part(
     look: Lookup, label: str, bench: str, subject: str, op: str, ref: str, ref_op: str | None = None
 ) -> Part:
+    r = look.ratio(bench, subject, op, ref, ref_op)
     a = look.value(bench, subject, op)
-    b = look.value(bench, ref, ref_op or op)
-    r = ratio(a, b)
     reason = look.why_na(bench, subject, op) if a is None else look.why_na(bench, ref, ref_op or op)
     return (label, r, reason, "x")
 
@@ -349,9 +368,11 @@ def markdown(result: dict[str, Any]) -> str:
         f" {result['seconds']:.0f} s)",
         "- Method: every benchmark in a fresh process; one warm-up, then"
         f" {'2' if result['quick'] else '5'} timed repetitions with the garbage collector off"
-        " (memory inserts: three times as many, and a second row with the collector on);"
+        " (memory inserts: five times as many, and a second row with the collector on);"
         " median (min-max) of the repetitions; fixed random seed; same keys, values and"
-        " operation order for every subject. All figures are lower-is-better: a ratio below 1"
+        " operation order for every subject. Subjects measured in turns (one repetition each per"
+        " round) are compared round by round: their ratio is the median of the per-round ratios;"
+        " other ratios compare medians. All figures are lower-is-better: a ratio below 1"
         " means faster (or smaller) than the reference.",
         f"- Load average (1 min) at start / end: {result.get('load_start', '?')} /"
         f" {result.get('load_end', '?')} (other work on the machine shows up in the maxima)",

@@ -185,9 +185,9 @@ def measure_inserts(
 
     runs = {name: runner(make) for name, _, make in makers}
     for op, collector in ((INSERT, False), (INSERT_GC, True)):
-        # A repetition takes a fraction of a second: three times the usual number steadies the
+        # A repetition takes a fraction of a second: five times the usual number steadies the
         # median on a shared machine.
-        samples = interleaved(runs, 3 * res.cfg.reps, collector=collector)
+        samples = interleaved(runs, 5 * res.cfg.reps, collector=collector)
         for name, role, _ in makers:
             res.add(name, role, op, UNIT, samples[name], ops_per_rep=len(data.pairs))
 
