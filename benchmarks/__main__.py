@@ -1,9 +1,12 @@
-"""``python -m benchmarks [--quick] [--only NAME ...] [--out DIR] [--list]``
+"""``python -m benchmarks [--quick] [--only NAME ...] [--out DIR] [--list] [--render DIR]``
 
 Runs each benchmark in a fresh Python process (``python -m benchmarks.run_one NAME --json``),
 then writes ``results.json``, ``results.md`` and one PNG per benchmark to the output directory
 (default ``benchmarks/results/local/<YYYY-MM-DD>-<host>/``, which git ignores: a published run
 is a deliberate ``--out benchmarks/results/<name>``). Progress goes to stderr.
+
+``--render DIR`` runs nothing: it writes ``DIR/results.md`` again from ``DIR/results.json`` with
+the current report code (after a change to how ratios or targets are computed).
 
 Exit status: 0 when every benchmark ran (subjects reported "n/a" because a part has not landed or
 a binary is missing are fine), 1 when any benchmark crashed, 2 on bad arguments.
@@ -74,8 +77,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--timeout", type=float, default=1800, help="seconds allowed per benchmark (default 1800)"
     )
+    parser.add_argument(
+        "--render",
+        type=Path,
+        metavar="DIR",
+        help="write DIR/results.md again from DIR/results.json, running nothing",
+    )
     args = parser.parse_args(argv)
 
+    if args.render:
+        return render(parser, args.render)
     if args.list:
         for b in BENCHMARKS:
             print(f"{b.name:<18} {b.about}")
@@ -148,6 +159,17 @@ def main(argv: list[str] | None = None) -> int:
         file=log,
     )
     return 1 if crashed else 0
+
+
+def render(parser: argparse.ArgumentParser, out: Path) -> int:
+    try:
+        result = json.loads((out / "results.json").read_text())
+    except (OSError, ValueError) as exc:
+        parser.error(f"cannot read {out / 'results.json'}: {exc}")
+    result["rendered"] = dt.datetime.now().isoformat(timespec="seconds")
+    (out / "results.md").write_text(report.markdown(result))
+    print(f"benchmarks: wrote {out / 'results.md'} again from results.json", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":

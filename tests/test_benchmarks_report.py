@@ -89,3 +89,37 @@ def test_rows_survive_json(bench: tuple[ModuleType, ModuleType], tmp_path: Path)
     res.add("b", harness.OURS, "op", "ms", samples["b"])
     rows = json.loads(json.dumps(res.rows))
     assert report.Lookup(rows).ratio("x", "b", "op", "a") == pytest.approx(1.5)
+
+
+def test_render_writes_the_report_again_from_results_json(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    published = ROOT / "benchmarks" / "results" / "2026-12-01-kv-mutex-1" / "results.json"
+    shutil.copy(published, tmp_path / "results.json")
+    before = (tmp_path / "results.json").read_bytes()
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--render", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    text = (tmp_path / "results.md").read_text()
+    assert "Report written again on" in text
+    assert "| memory insert of a new key, collector on ≤ 2.0x floor |" in text
+    assert "(memory inserts: 15," in text  # from the rows, not from today's settings
+    assert (tmp_path / "results.json").read_bytes() == before
+
+    missing = tmp_path / "nothing-here"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--render", str(missing)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert f"cannot read {missing / 'results.json'}" in done.stderr
+    assert not missing.exists()
