@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import statistics
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,8 +83,6 @@ def test_a_zero_sample_falls_back_to_medians(bench: tuple[ModuleType, ModuleType
 
 def test_rows_survive_json(bench: tuple[ModuleType, ModuleType], tmp_path: Path) -> None:
     """results.json holds the group, so a report rendered again from the file pairs the same."""
-    import json
-
     harness, report = bench
     samples = harness.interleaved({"a": _script(0.0, 1.0, 2.0), "b": _script(0.0, 2.0, 2.0)}, 2)
     res = harness.Results("x", harness.Config())
@@ -91,20 +92,21 @@ def test_rows_survive_json(bench: tuple[ModuleType, ModuleType], tmp_path: Path)
     assert report.Lookup(rows).ratio("x", "b", "op", "a") == pytest.approx(1.5)
 
 
-def test_render_writes_the_report_again_from_results_json(tmp_path: Path) -> None:
-    import shutil
-    import subprocess
-
-    published = ROOT / "benchmarks" / "results" / "2026-12-01-kv-mutex-1" / "results.json"
-    shutil.copy(published, tmp_path / "results.json")
-    before = (tmp_path / "results.json").read_bytes()
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--render", str(tmp_path)],
+def _render(out: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--render", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def test_render_writes_the_report_again_from_results_json(tmp_path: Path) -> None:
+    published = ROOT / "benchmarks" / "results" / "2026-12-01-kv-mutex-1" / "results.json"
+    shutil.copy(published, tmp_path / "results.json")
+    before = (tmp_path / "results.json").read_bytes()
+    done = _render(tmp_path)
     assert done.returncode == 0, done.stderr
     text = (tmp_path / "results.md").read_text()
     assert "Report written again on" in text
@@ -113,13 +115,7 @@ def test_render_writes_the_report_again_from_results_json(tmp_path: Path) -> Non
     assert (tmp_path / "results.json").read_bytes() == before
 
     missing = tmp_path / "nothing-here"
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--render", str(missing)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = _render(missing)
     assert done.returncode == 2
     assert f"cannot read {missing / 'results.json'}" in done.stderr
     assert not missing.exists()
